@@ -1,0 +1,25 @@
+/**
+ * One interface for every balancing algorithm. A picker is built from the
+ * servers usable at that moment and is immutable: when the usable set changes
+ * the pool builds a new one and swaps it in, so the connection path only reads.
+ */
+
+/** What a picker needs to know about a server. `active` is live (read at pick time). */
+export interface Candidate {
+  /** Stable identity, used as the hash input so that independent instances agree. */
+  readonly name: string;
+  /** > 0. */
+  readonly weight: number;
+  /** Open connections right now. */
+  readonly active: number;
+}
+
+export interface Picker<S extends Candidate = Candidate> {
+  /**
+   * Choose a server for a new connection.
+   * @param key normalised client IP (used by source_hash, ignored by others)
+   * @param exclude servers already tried for this connection; never returned
+   * @returns undefined when every candidate is excluded (or there are none)
+   */
+  pick(key: string, exclude?: ReadonlySet<S>): S | undefined;
+}

@@ -1,0 +1,16 @@
+/** Every default in one place, each with the reason for its value. */
+export const DEFAULTS = Object.freeze({
+  /** HAProxy's `timeout connect` in most shipped configs; long enough for a busy server, short enough to fail over. */
+  connectTimeoutMs: 5_000,
+  /** Long-lived database and broker connections are normal at L4; an hour matches common NGINX stream setups. */
+  idleTimeoutMs: 3_600_000,
+  /** Two further servers after a failed connect, like the design's example; HAProxy's `retries` default is 3 on the same server. */
+  retries: 2,
+  /** Least connections is the safe general choice for long-lived L4 sessions. */
+  balance: 'least_conn' as const,
+  weight: 1,
+  logLevel: 'info' as const,
+  accessLog: true,
+  /** How long SIGTERM waits for open connections before closing them. */
+  drainTimeoutMs: 30_000,
+});
