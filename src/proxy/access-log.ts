@@ -1,0 +1,35 @@
+/** One JSON line per finished connection, with the contract's field names. */
+import type { Logger } from '../log.js';
+import type { Termination } from './termination.js';
+
+export interface AccessRecord {
+  listener: string;
+  /** `ip:port` of the client (`[v6]:port` for IPv6). */
+  client: string;
+  sni: string | null;
+  pool: string;
+  server: string | null;
+  /** Accept to backend connected; null when no backend was reached. */
+  connect_ms: number | null;
+  duration_ms: number;
+  /** Bytes received from the client. */
+  bytes_in: number;
+  /** Bytes sent to the client. */
+  bytes_out: number;
+  termination: Termination;
+}
+
+export function logAccess(logger: Logger, record: AccessRecord): void {
+  logger.info(record, 'connection');
+}
+
+/** `1.2.3.4:5` or `[::1]:5`. */
+export function formatEndpoint(ip: string, port: number | undefined): string {
+  return ip.includes(':') ? `[${ip}]:${port ?? 0}` : `${ip}:${port ?? 0}`;
+}
+
+/** IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as plain IPv4, so a client has one identity on dual-stack listeners. */
+export function normaliseIp(ip: string | undefined): string {
+  if (ip === undefined) return '';
+  return ip.length > 7 && ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+}

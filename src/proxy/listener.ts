@@ -1,0 +1,97 @@
+/**
+ * One `net` server per configured listener. It owns its server socket and
+ * every session it accepted; `close()` stops accepting while sessions go on,
+ * `shutdown()` ends the sessions that remain.
+ */
+import net from 'node:net';
+import { ListenError } from '../errors.js';
+import type { ListenerModel } from '../config/model.js';
+import type { Logger } from '../log.js';
+import type { Pool } from '../pool.js';
+import { Session, type SessionContext } from './session.js';
+
+export class Listener {
+  readonly model: ListenerModel;
+  readonly #server: net.Server;
+  readonly #sessions = new Set<Session>();
+  readonly #logger: Logger;
+  readonly #ctx: SessionContext;
+  #closing = false;
+
+  constructor(model: ListenerModel, pool: Pool, logger: Logger, accessLog: boolean) {
+    this.model = model;
+    this.#logger = logger.child({ listener: model.name });
+    this.#ctx = {
+      listener: model,
+      pool,
+      accessLog: accessLog ? logger : null,
+      onClosed: (session) => this.#sessions.delete(session),
+    };
+    this.#server = net.createServer({
+      allowHalfOpen: true,
+      // The client is read only once its backend is connected.
+      pauseOnConnect: true,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: 60_000,
+    });
+    this.#server.on('connection', this.#onConnection);
+    this.#server.on('error', (err) => {
+      // After listen succeeded, errors are accept failures (EMFILE...): log, keep serving.
+      this.#logger.error({ err: { code: (err as NodeJS.ErrnoException).code, message: err.message } }, 'accept error');
+    });
+  }
+
+  /** Open connections right now. */
+  get connections(): number {
+    return this.#sessions.size;
+  }
+
+  /** The bound address (useful with port 0). */
+  address(): net.AddressInfo {
+    return this.#server.address() as net.AddressInfo;
+  }
+
+  /** Bind and start accepting. Rejects with ListenError. */
+  start(): Promise<void> {
+    const { host, port, text } = this.model.bind;
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(new ListenError(this.model.name, text, err));
+      this.#server.once('error', onError);
+      this.#server.listen({ host, port, backlog: 4096 }, () => {
+        this.#server.removeListener('error', onError);
+        const a = this.address();
+        this.#logger.info({ address: a.address, port: a.port }, 'listening');
+        resolve();
+      });
+    });
+  }
+
+  /** Stop accepting new connections; open sessions continue. Idempotent. */
+  close(): Promise<void> {
+    if (this.#closing) return Promise.resolve();
+    this.#closing = true;
+    return new Promise((resolve) => {
+      if (!this.#server.listening) return resolve();
+      // net.Server#close calls back only once every connection is gone; we
+      // track sessions ourselves, so resolve as soon as the socket is unbound.
+      this.#server.close();
+      resolve();
+    });
+  }
+
+  /** End every open session now (drain time is over). */
+  shutdown(): void {
+    for (const session of this.#sessions) session.shutdown();
+  }
+
+  #onConnection = (socket: net.Socket): void => {
+    if (this.#closing) {
+      socket.destroy();
+      return;
+    }
+    const session = new Session(socket, this.#ctx);
+    this.#sessions.add(session);
+    session.start();
+  };
+}

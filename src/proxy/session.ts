@@ -1,0 +1,252 @@
+/**
+ * One client connection from accept to close. The session owns both sockets
+ * and every timer; whatever happens first, teardown runs exactly once and
+ * writes one access log line.
+ *
+ * Path: pick → connect (retrying other servers) → splice → close and log.
+ * The client is not read until its backend is connected (the listener
+ * accepts with pauseOnConnect), so nothing is buffered for a backend that
+ * might never answer.
+ */
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { ListenerModel } from '../config/model.js';
+import type { Logger } from '../log.js';
+import type { Pool, Server } from '../pool.js';
+import { formatEndpoint, logAccess, normaliseIp } from './access-log.js';
+import type { Termination } from './termination.js';
+
+/** TCP keep-alive probes start after this much silence (dead peers behind NAT are found eventually). */
+const KEEPALIVE_DELAY_MS = 60_000;
+
+/** What every session of one listener shares. */
+export interface SessionContext {
+  readonly listener: ListenerModel;
+  readonly pool: Pool;
+  /** Access log sink; null when access logging is off. */
+  readonly accessLog: Logger | null;
+  /** Called once, after teardown. */
+  readonly onClosed: (session: Session) => void;
+}
+
+const enum Phase {
+  Connecting,
+  Spliced,
+  Closed,
+}
+
+function noop(): void {}
+
+export class Session {
+  readonly #ctx: SessionContext;
+  readonly #client: net.Socket;
+  readonly #clientIp: string;
+  readonly #startedAt = performance.now();
+  #phase = Phase.Connecting;
+  #backend: net.Socket | undefined;
+  #server: Server | undefined;
+  #tried: Set<Server> | undefined;
+  #attempts = 0;
+  #connectTimer: NodeJS.Timeout | undefined;
+  #connectMs: number | null = null;
+  #termination: Termination | undefined;
+  #clientClosed = false;
+  #backendClosed = true;
+
+  constructor(client: net.Socket, ctx: SessionContext) {
+    this.#ctx = ctx;
+    this.#client = client;
+    this.#clientIp = normaliseIp(client.remoteAddress);
+  }
+
+  /** The normalised client IP (IPv4-mapped IPv6 written as IPv4). */
+  get clientIp(): string {
+    return this.#clientIp;
+  }
+
+  start(): void {
+    const client = this.#client;
+    client.on('error', this.#onClientError);
+    client.on('end', this.#onClientEnd);
+    client.on('close', this.#onClientClose);
+    if (client.destroyed) {
+      this.#clientClosed = true;
+      this.#end('client_close');
+      return;
+    }
+    this.#connectNext();
+  }
+
+  /** Close both sides now (drain timeout reached). */
+  shutdown(): void {
+    this.#end('shutdown');
+  }
+
+  #connectNext(): void {
+    const pool = this.#ctx.pool;
+    const server = pool.pick(this.#clientIp, this.#tried);
+    if (server === undefined) {
+      this.#end(this.#attempts === 0 ? 'no_server' : 'connect_failed');
+      return;
+    }
+    this.#attempts++;
+    this.#server = server;
+    server.active++;
+    const backend = net.connect({
+      host: server.address.host,
+      port: server.address.port,
+      allowHalfOpen: true,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
+    });
+    this.#backend = backend;
+    this.#backendClosed = false;
+    backend.once('connect', this.#onBackendConnect);
+    backend.on('error', this.#onBackendError);
+    backend.on('end', this.#onBackendEnd);
+    backend.on('close', this.#onBackendClose);
+    this.#connectTimer = setTimeout(this.#onConnectTimeout, pool.model.timeouts.connectMs);
+  }
+
+  /** A connect attempt failed: count it, forget that socket, try another server or give up. */
+  #connectFailed(reason: string): void {
+    const backend = this.#backend!;
+    const server = this.#server!;
+    clearTimeout(this.#connectTimer);
+    this.#connectTimer = undefined;
+    backend.removeAllListeners();
+    backend.on('error', noop);
+    backend.destroy();
+    this.#backend = undefined;
+    this.#backendClosed = true;
+    server.active--;
+    this.#server = undefined;
+    this.#ctx.pool.reportConnectFailure(server, reason);
+    (this.#tried ??= new Set()).add(server);
+    if (this.#clientClosed) {
+      this.#end('client_close');
+    } else if (this.#attempts <= this.#ctx.pool.model.retries) {
+      this.#connectNext();
+    } else {
+      this.#end('connect_failed');
+    }
+  }
+
+  #onConnectTimeout = (): void => {
+    this.#connectTimer = undefined;
+    this.#connectFailed(`timeout after ${this.#ctx.pool.model.timeouts.connectMs}ms`);
+  };
+
+  #onBackendConnect = (): void => {
+    clearTimeout(this.#connectTimer);
+    this.#connectTimer = undefined;
+    const client = this.#client;
+    const backend = this.#backend!;
+    this.#connectMs = Math.round(performance.now() - this.#startedAt);
+    this.#server!.total++;
+    if (this.#clientClosed) {
+      this.#end('client_close');
+      return;
+    }
+    this.#phase = Phase.Spliced;
+    const idleMs = Math.min(this.#ctx.listener.timeouts.idleMs, this.#ctx.pool.model.timeouts.idleMs);
+    client.setTimeout(idleMs, this.#onIdle);
+    backend.setTimeout(idleMs, this.#onIdle);
+    // pipe() gives backpressure both ways and passes the FIN on (allowHalfOpen
+    // keeps the other direction open); it also resumes the paused client.
+    client.pipe(backend);
+    backend.pipe(client);
+  };
+
+  #onBackendError = (err: NodeJS.ErrnoException): void => {
+    if (this.#phase === Phase.Connecting) {
+      this.#connectFailed(err.code ? `connect ${err.code}` : `connect ${err.message}`);
+      return;
+    }
+    this.#end('server_close', true);
+  };
+
+  #onClientError = (): void => {
+    this.#end('client_close', true);
+  };
+
+  #onClientEnd = (): void => {
+    this.#termination ??= 'client_close';
+  };
+
+  #onBackendEnd = (): void => {
+    this.#termination ??= 'server_close';
+  };
+
+  #onIdle = (): void => {
+    this.#end('idle_timeout', true);
+  };
+
+  #onClientClose = (hadError: boolean): void => {
+    this.#clientClosed = true;
+    if (this.#phase === Phase.Connecting) {
+      // The client gave up while we were connecting: stop the attempt.
+      this.#end('client_close', true);
+      return;
+    }
+    this.#termination ??= 'client_close';
+    // Both directions of the client are done; let the backend flush and close,
+    // or drop it at once if the client vanished with an error.
+    if (hadError) this.#backend?.destroy();
+    else this.#backend?.end();
+    this.#maybeFinish();
+  };
+
+  #onBackendClose = (hadError: boolean): void => {
+    this.#backendClosed = true;
+    this.#termination ??= 'server_close';
+    if (hadError) this.#client.destroy();
+    else this.#client.end();
+    this.#maybeFinish();
+  };
+
+  /**
+   * Record why the connection ends (the first reason wins) and close. With
+   * `force` or outside the splice, both sockets are destroyed at once.
+   */
+  #end(reason: Termination, force = true): void {
+    this.#termination ??= reason;
+    if (force || this.#phase !== Phase.Spliced) {
+      if (this.#connectTimer !== undefined) {
+        clearTimeout(this.#connectTimer);
+        this.#connectTimer = undefined;
+      }
+      this.#client.destroy();
+      this.#backend?.destroy();
+      if (this.#phase === Phase.Connecting) {
+        // Connect listeners may never fire now; close events settle the rest.
+        this.#backend?.removeListener('connect', this.#onBackendConnect);
+      }
+    }
+    this.#maybeFinish();
+  }
+
+  #maybeFinish(): void {
+    if (this.#phase === Phase.Closed || !this.#clientClosed || !this.#backendClosed) return;
+    this.#phase = Phase.Closed;
+    if (this.#server !== undefined) this.#server.active--;
+    const ctx = this.#ctx;
+    if (ctx.accessLog !== null) {
+      const client = this.#client;
+      logAccess(ctx.accessLog, {
+        listener: ctx.listener.name,
+        client: formatEndpoint(this.#clientIp, client.remotePort),
+        sni: null,
+        pool: ctx.pool.name,
+        server: this.#server?.name ?? null,
+        connect_ms: this.#connectMs,
+        duration_ms: Math.round(performance.now() - this.#startedAt),
+        bytes_in: client.bytesRead,
+        bytes_out: client.bytesWritten,
+        termination: this.#termination ?? 'client_close',
+      });
+    }
+    ctx.onClosed(this);
+  }
+}
