@@ -13,4 +13,16 @@ export const DEFAULTS = Object.freeze({
   accessLog: true,
   /** How long SIGTERM waits for open connections before closing them. */
   drainTimeoutMs: 30_000,
+  /** HAProxy's `inter` default: a dead server is noticed within seconds without flooding it with probes. */
+  healthIntervalMs: 2_000,
+  /** Half the interval, so a slow probe ends before the next one is due. */
+  healthTimeoutMs: 1_000,
+  /** HAProxy's `rise` default: two good probes before a recovered server takes traffic again. */
+  healthRise: 2,
+  /** HAProxy's `fall` default: one lost probe on a busy network does not take a server out. */
+  healthFall: 3,
+  /** Off, as in HAProxy: ramping up is a choice for servers with cold caches. */
+  slowStartMs: 0,
+  /** Keep: a server marked down by probes may still be serving its open connections fine. */
+  onServerDown: 'keep' as const,
 });

@@ -2,40 +2,66 @@
  * A pool: its servers, their state and connection counts, and the pickers
  * built from the servers usable right now. Server state lives here (one place
  * a later multi-process design can broadcast from); whenever the usable set
- * changes the pickers are rebuilt and swapped, so picking only reads.
+ * or a weight changes the pickers are rebuilt and swapped, so picking only reads.
  */
 import type { Candidate, Picker } from './balance/picker.js';
 import { createPicker } from './balance/index.js';
 import type { Endpoint, PoolModel, ServerModel } from './config/model.js';
+import { HealthState } from './health/state.js';
 
 /** The operator's wish for a server, kept apart from its health. */
 export type AdminState = 'ready' | 'drain' | 'maint';
+
+/** An open connection as the pool sees it: something it can close. */
+export interface ServerConnection {
+  closeForServerDown(): void;
+}
+
+/** Slow start begins at this share of the configured weight. */
+const SLOW_START_FLOOR = 0.1;
+/** Weight steps per slow-start window: smooth enough, few picker rebuilds. */
+const SLOW_START_STEPS = 20;
 
 export class Server implements Candidate {
   readonly name: string;
   readonly address: Endpoint;
   readonly backup: boolean;
+  /** The configured weight. */
+  readonly baseWeight: number;
+  /** The weight pickers use: lower while slow start ramps up. */
   weight: number;
   /** Connections assigned to this server and not yet closed (connecting included). */
   active = 0;
   /** Connections that reached this server. */
   total = 0;
-  /** Failed connects, for the health logic and metrics. */
+  /** Failed connects, for metrics. */
   connectFailures = 0;
-  /** Health: servers start up, as in HAProxy. */
-  up = true;
+  /** Latest active probe's duration. */
+  checkDurationMs = 0;
   admin: AdminState = 'ready';
+  readonly health: HealthState;
+  /** Connections spliced to this server, for `on_server_down: close`. */
+  readonly connections = new Set<ServerConnection>();
+  /** When slow start began (ms since epoch), or 0. */
+  slowStartSince = 0;
 
-  constructor(model: ServerModel) {
+  constructor(model: ServerModel, rise: number, fall: number) {
     this.name = model.name;
     this.address = model.address;
+    this.baseWeight = model.weight;
     this.weight = model.weight;
     this.backup = model.backup;
+    this.health = new HealthState(rise, fall);
+  }
+
+  /** Health says up (servers start up, as in HAProxy). */
+  get up(): boolean {
+    return this.health.up;
   }
 
   /** May take new connections. */
   get usable(): boolean {
-    return this.up && this.admin === 'ready';
+    return this.health.up && this.admin === 'ready';
   }
 }
 
@@ -49,11 +75,12 @@ export class Pool {
   #primary: Picker<Server>;
   #backup: Picker<Server>;
   #onConnectFailure: ConnectFailureListener | undefined;
+  #slowStartTimer: NodeJS.Timeout | undefined;
 
   constructor(model: PoolModel) {
     this.model = model;
     this.name = model.name;
-    this.servers = model.servers.map((s) => new Server(s));
+    this.servers = model.servers.map((s) => new Server(s, model.health.rise, model.health.fall));
     this.#primary = this.#build(false);
     this.#backup = this.#build(true);
   }
@@ -72,6 +99,26 @@ export class Pool {
     this.#backup = this.#build(true);
   }
 
+  /** Health flipped (called by the health checker). */
+  setHealth(server: Server, up: boolean): void {
+    if (up) {
+      this.#startSlowStart(server);
+    } else {
+      server.slowStartSince = 0;
+      server.weight = server.baseWeight;
+      if (this.model.onServerDown === 'close') {
+        for (const c of [...server.connections]) c.closeForServerDown();
+      }
+    }
+    this.rebuild();
+  }
+
+  /** The operator's state: drain (no new connections) or maint (no probes either). */
+  setAdminState(server: Server, state: AdminState): void {
+    server.admin = state;
+    this.rebuild();
+  }
+
   /** A real client connect to `server` failed. */
   reportConnectFailure(server: Server, reason: string): void {
     server.connectFailures++;
@@ -85,6 +132,42 @@ export class Pool {
 
   server(name: string): Server | undefined {
     return this.servers.find((s) => s.name === name);
+  }
+
+  /** Stop timers this pool owns. Idempotent. */
+  close(): void {
+    clearInterval(this.#slowStartTimer);
+    this.#slowStartTimer = undefined;
+  }
+
+  /**
+   * Ramp a recovered server from ~10% to 100% of its weight. source_hash is
+   * left out on purpose: a key's server must not depend on timing, and a
+   * weight change there would move clients back and forth during the ramp.
+   */
+  #startSlowStart(server: Server): void {
+    if (this.model.slowStartMs <= 0 || this.model.balance === 'source_hash') return;
+    server.slowStartSince = Date.now();
+    server.weight = server.baseWeight * SLOW_START_FLOOR;
+    this.#slowStartTimer ??= setInterval(() => this.#stepSlowStart(), Math.max(50, this.model.slowStartMs / SLOW_START_STEPS));
+  }
+
+  #stepSlowStart(): void {
+    const now = Date.now();
+    let ramping = false;
+    for (const s of this.servers) {
+      if (s.slowStartSince === 0) continue;
+      const share = (now - s.slowStartSince) / this.model.slowStartMs;
+      if (share >= 1) {
+        s.slowStartSince = 0;
+        s.weight = s.baseWeight;
+      } else {
+        s.weight = s.baseWeight * Math.max(SLOW_START_FLOOR, share);
+        ramping = true;
+      }
+    }
+    this.rebuild();
+    if (!ramping) this.close();
   }
 
   #build(backup: boolean): Picker<Server> {

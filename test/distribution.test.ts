@@ -82,7 +82,13 @@ t.test('source_hash: each of 50 client IPs lands on the same server every time',
 t.test('retry: with a dead server and a live one, retries 1, 50 of 50 connections succeed', async (t) => {
   const bs = await backends(t, ['live']);
   const dead = await deadPort();
-  const lb = await startL4lb(config('round_robin', [{ address: `127.0.0.1:${dead}` }, { address: bs[0]!.address }], { retries: 1 }));
+  const lb = await startL4lb(
+    config('round_robin', [{ address: `127.0.0.1:${dead}` }, { address: bs[0]!.address }], {
+      retries: 1,
+      // Keep the dead server "up" so every connection exercises the retry path.
+      health: { interval: '1h', fall: 100 },
+    }),
+  );
   t.teardown(() => lb.stop());
   let ok = 0;
   for (let i = 0; i < 50; i++) if ((await whoAnswers(lb.port())) === 'live') ok++;
@@ -97,8 +103,7 @@ t.test('no server available: the client sees the close within 1 s and the log sa
   const lb = await startL4lb(config('least_conn', [{ address: bs[0]!.address }]));
   t.teardown(() => lb.stop());
   const server = lb.app.pools.get('p')!.servers[0]!;
-  server.admin = 'maint';
-  lb.app.pools.get('p')!.rebuild();
+  lb.app.pools.get('p')!.setAdminState(server, 'maint');
   const s = await connect(lb.port());
   const took = await closed(s, 1_000);
   t.ok(took < 1_000, `closed after ${took}ms`);
@@ -108,7 +113,9 @@ t.test('no server available: the client sees the close within 1 s and the log sa
 
 t.test('every server dead: connect_failed, closed within 1 s, each server tried once', async (t) => {
   const ports = [await deadPort(), await deadPort()];
-  const lb = await startL4lb(config('round_robin', ports.map((p) => ({ address: `127.0.0.1:${p}` })), { retries: 5 }));
+  const lb = await startL4lb(
+    config('round_robin', ports.map((p) => ({ address: `127.0.0.1:${p}` })), { retries: 5, health: { interval: '1h', fall: 100 } }),
+  );
   t.teardown(() => lb.stop());
   const s = await connect(lb.port());
   const took = await closed(s, 1_000);
@@ -125,10 +132,8 @@ t.test('backup servers take traffic only when no primary is available', async (t
   t.teardown(() => lb.stop());
   for (let i = 0; i < 5; i++) t.equal(await whoAnswers(lb.port()), 'primary');
   const pool = lb.app.pools.get('p')!;
-  pool.servers[0]!.up = false;
-  pool.rebuild();
+  pool.setAdminState(pool.servers[0]!, 'maint');
   t.equal(await whoAnswers(lb.port()), 'backup', 'backup steps in');
-  pool.servers[0]!.up = true;
-  pool.rebuild();
+  pool.setAdminState(pool.servers[0]!, 'ready');
   t.equal(await whoAnswers(lb.port()), 'primary', 'and gives the traffic back');
 });

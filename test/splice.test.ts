@@ -64,7 +64,7 @@ t.test('half-close: the client FIN reaches the backend, whose reply after EOF st
 
 t.test('idle timeout closes both sides', async (t) => {
   let backendSocket: net.Socket | undefined;
-  const backend = await startBackend((s) => (backendSocket = s));
+  const backend = await startBackend((s) => s.once('data', () => (backendSocket = s)));
   t.teardown(() => backend.close());
   const raw = config([backend.address], { timeouts: { idle: '300ms' } });
   const lb = await startL4lb(raw);
@@ -72,6 +72,7 @@ t.test('idle timeout closes both sides', async (t) => {
 
   const client = await connect(lb.port());
   client.on('error', () => {});
+  client.write('x');
   const took = await closed(client, 3_000);
   t.ok(took >= 250, `client closed after ${took}ms, not before the idle timeout`);
   await closed(backendSocket!, 1_000);
@@ -81,8 +82,9 @@ t.test('idle timeout closes both sides', async (t) => {
 });
 
 t.test('errors on either side close both, through one teardown', async (t) => {
+  // Health probes connect too: the client's backend socket is the one that receives data.
   let backendSocket: net.Socket | undefined;
-  const backend = await startBackend((s) => (backendSocket = s));
+  const backend = await startBackend((s) => s.once('data', () => (backendSocket = s)));
   t.teardown(() => backend.close());
   const lb = await startL4lb(config([backend.address]));
   t.teardown(() => lb.stop());

@@ -23,6 +23,21 @@ export interface ServerModel {
   readonly backup: boolean;
 }
 
+export interface HealthModel {
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  /** Consecutive successes that mark a down server up. */
+  readonly rise: number;
+  /** Consecutive failures that mark an up server down. */
+  readonly fall: number;
+  /** Payload sent after connect; null = plain TCP connect check. */
+  readonly send: Buffer | null;
+  /** The reply must start with these bytes; null = connect is enough. */
+  readonly expect: Buffer | null;
+}
+
+export type OnServerDown = 'keep' | 'close';
+
 export interface PoolModel {
   readonly name: string;
   readonly balance: Balance;
@@ -30,6 +45,11 @@ export interface PoolModel {
   readonly retries: number;
   readonly timeouts: { readonly connectMs: number; readonly idleMs: number };
   readonly servers: readonly ServerModel[];
+  readonly health: HealthModel;
+  /** A recovered server's weight ramps from ~10% to 100% over this time; 0 = off. */
+  readonly slowStartMs: number;
+  /** `close`: close the open connections of a server marked down. */
+  readonly onServerDown: OnServerDown;
 }
 
 export interface ListenerModel {

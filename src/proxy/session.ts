@@ -12,7 +12,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { ListenerModel } from '../config/model.js';
 import type { Logger } from '../log.js';
-import type { Pool, Server } from '../pool.js';
+import type { Pool, Server, ServerConnection } from '../pool.js';
 import { formatEndpoint, logAccess, normaliseIp } from './access-log.js';
 import type { Termination } from './termination.js';
 
@@ -37,7 +37,7 @@ const enum Phase {
 
 function noop(): void {}
 
-export class Session {
+export class Session implements ServerConnection {
   readonly #ctx: SessionContext;
   readonly #client: net.Socket;
   readonly #clientIp: string;
@@ -80,6 +80,11 @@ export class Session {
   /** Close both sides now (drain timeout reached). */
   shutdown(): void {
     this.#end('shutdown');
+  }
+
+  /** The server was marked down and its pool says `on_server_down: close`. */
+  closeForServerDown(): void {
+    this.#end('server_close');
   }
 
   #connectNext(): void {
@@ -144,7 +149,9 @@ export class Session {
     const client = this.#client;
     const backend = this.#backend!;
     this.#connectMs = Math.round(performance.now() - this.#startedAt);
-    this.#server!.total++;
+    const server = this.#server!;
+    server.total++;
+    server.connections.add(this);
     if (this.#clientClosed) {
       this.#end('client_close');
       return;
@@ -230,7 +237,10 @@ export class Session {
   #maybeFinish(): void {
     if (this.#phase === Phase.Closed || !this.#clientClosed || !this.#backendClosed) return;
     this.#phase = Phase.Closed;
-    if (this.#server !== undefined) this.#server.active--;
+    if (this.#server !== undefined) {
+      this.#server.active--;
+      this.#server.connections.delete(this);
+    }
     const ctx = this.#ctx;
     if (ctx.accessLog !== null) {
       const client = this.#client;

@@ -8,6 +8,7 @@ import type { Model } from '../config/model.js';
 import type { Logger } from '../log.js';
 import { Pool } from '../pool.js';
 import { Listener } from '../proxy/listener.js';
+import { HealthChecker } from '../health/checker.js';
 
 export type Phase = 'created' | 'running' | 'draining' | 'stopped';
 
@@ -15,6 +16,7 @@ export class App {
   readonly model: Model;
   readonly pools: ReadonlyMap<string, Pool>;
   readonly listeners: readonly Listener[];
+  readonly checkers: readonly HealthChecker[];
   readonly #logger: Logger;
   #phase: Phase = 'created';
   #stopping: Promise<void> | undefined;
@@ -26,6 +28,7 @@ export class App {
     for (const p of model.pools) pools.set(p.name, new Pool(p));
     this.pools = pools;
     this.listeners = model.listeners.map((l) => new Listener(l, pools.get(l.pool)!, logger, model.log.access));
+    this.checkers = [...pools.values()].map((p) => new HealthChecker(p, logger));
   }
 
   get phase(): Phase {
@@ -49,6 +52,7 @@ export class App {
       this.#phase = 'stopped';
       throw failed.reason;
     }
+    for (const c of this.checkers) c.start();
     this.#phase = 'running';
   }
 
@@ -74,6 +78,8 @@ export class App {
       for (const l of this.listeners) l.shutdown();
       await this.#waitForConnections(1_000);
     }
+    for (const c of this.checkers) c.close();
+    for (const p of this.pools.values()) p.close();
     this.#phase = 'stopped';
   }
 

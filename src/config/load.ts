@@ -1,0 +1,490 @@
+/**
+ * Reading, validating and normalising a configuration into the frozen
+ * {@link Model}. Every problem is collected, so one `l4lb check` run shows
+ * them all; nothing but ConfigError or ConfigReadError ever escapes.
+ */
+
+import { readFile, stat } from 'node:fs/promises';
+import { extname } from 'node:path';
+import { isIP } from 'node:net';
+import { Ajv, type ErrorObject } from 'ajv';
+import { parseDocument } from 'yaml';
+import { DEFAULTS } from '../defaults.js';
+import { ConfigError, ConfigReadError, describe, type ConfigProblem } from '../errors.js';
+import { createResolver, parseAddress } from './address.js';
+import { parseDuration } from './duration.js';
+import type { Balance, Endpoint, ListenerModel, LogLevel, Model, PoolModel, ServerModel } from './model.js';
+import { BALANCES, LOG_LEVELS, VALUE_KINDS, configSchema, type JsonSchema } from './schema.js';
+import { show } from './show.js';
+import { didYouMean } from './suggest.js';
+
+/** Larger files are refused unread: a real configuration is a few kilobytes. */
+const MAX_FILE_BYTES = 4 * 1024 * 1024;
+/** More problems than this are summarised; nobody reads the ten-thousandth. */
+const MAX_PROBLEMS = 100;
+
+const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, allowUnionTypes: true });
+const validate = ajv.compile(configSchema);
+
+/**
+ * Reads, validates and normalises a configuration file: YAML for `.yaml` and
+ * `.yml`, JSON for `.json`. Hostnames are resolved.
+ *
+ * @throws ConfigReadError when the file cannot be read or parsed.
+ * @throws ConfigError listing every problem when the content is invalid.
+ */
+export async function loadConfig(file: string): Promise<Model> {
+  return buildModel(await readConfig(file), file);
+}
+
+/**
+ * Reads and parses a configuration file without validating it.
+ *
+ * @throws ConfigReadError when the file cannot be read or parsed.
+ */
+export async function readConfig(file: string): Promise<unknown> {
+  const ext = extname(file).toLowerCase();
+  if (ext !== '.yaml' && ext !== '.yml' && ext !== '.json') {
+    const what = ext === '' ? 'no file extension' : `unsupported file extension "${ext}"`;
+    throw new ConfigReadError(file, new Error(`${what}; use .yaml, .yml or .json`));
+  }
+  let text: string;
+  try {
+    const info = await stat(file);
+    if (info.size > MAX_FILE_BYTES) throw new Error(`file is larger than ${MAX_FILE_BYTES} bytes`);
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigReadError(file, err);
+  }
+  return ext === '.json' ? parseJson(file, text) : parseYaml(file, text);
+}
+
+function parseJson(file: string, text: string): unknown {
+  // Editors on Windows like to write a byte-order mark, which JSON.parse rejects.
+  const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
+  try {
+    return JSON.parse(body);
+  } catch (err) {
+    // Node 20 reports a character offset only; a line and column are what editors jump to.
+    const message = describe(err);
+    const at = /at position (\d+)/.exec(message);
+    if (!at || /line/.test(message)) throw new ConfigReadError(file, err);
+    const before = body.slice(0, Number(at[1])).split('\n');
+    const column = (before.at(-1)?.length ?? 0) + 1;
+    throw new ConfigReadError(file, new Error(`${message} (line ${before.length}, column ${column})`, { cause: err }));
+  }
+}
+
+function parseYaml(file: string, text: string): unknown {
+  // Duplicate keys are errors (the yaml default): the later value silently winning hides mistakes.
+  const doc = parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigReadError(file, new Error(doc.errors.slice(0, 5).map((e) => e.message.trim()).join('\n'), { cause: doc.errors[0] }));
+  }
+  try {
+    // The alias cap stops "billion laughs" documents from expanding without bound.
+    return doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    throw new ConfigReadError(file, err);
+  }
+}
+
+/**
+ * Validates an already parsed configuration and builds the frozen model,
+ * applying defaults and resolving hostnames. Used by {@link loadConfig},
+ * by reloads and by tests.
+ *
+ * @param file - named in the error message only.
+ * @throws ConfigError listing every problem found; never anything else.
+ */
+export async function buildModel(raw: unknown, file?: string): Promise<Model> {
+  let result: { problems: ConfigProblem[]; model: Model };
+  try {
+    result = await check(raw);
+  } catch (err) {
+    // A bug here must still look like a rejected configuration, so a reload keeps running on the old one.
+    throw new ConfigError([{ path: '', message: `internal error while checking the configuration: ${describe(err)}` }], file);
+  }
+  const { problems, model } = result;
+  if (problems.length === 0) return model;
+  const shown = problems.slice(0, MAX_PROBLEMS);
+  if (problems.length > MAX_PROBLEMS) shown.push({ path: '', message: `and ${problems.length - MAX_PROBLEMS} more problems` });
+  throw new ConfigError(shown, file);
+}
+
+// ---------------------------------------------------------------------------
+// Problems
+
+/**
+ * Collects problems. Values the schema already rejected are not checked
+ * again, so one mistake gives one message.
+ */
+class Problems {
+  readonly list: ConfigProblem[] = [];
+  private readonly seen = new Set<string>();
+  private readonly rejected = new Set<string>();
+
+  add(path: string, message: string): void {
+    for (let p: string | undefined = path; p !== undefined; p = parentPath(p)) {
+      if (this.rejected.has(p)) return;
+    }
+    this.push(path, message);
+  }
+
+  /** A schema problem; `rejectedPath` is the value it concerns (for a missing key, the key's own path). */
+  addSchema(path: string, message: string, rejectedPath: string): void {
+    this.rejected.add(rejectedPath);
+    this.push(path, message);
+  }
+
+  private push(path: string, message: string): void {
+    const key = `${path}\n${message}`;
+    if (this.seen.has(key)) return;
+    this.seen.add(key);
+    this.list.push({ path, message });
+  }
+
+  /** Grouped by item (indices compared as numbers), otherwise in the order found. */
+  sorted(): ConfigProblem[] {
+    const key = (p: ConfigProblem) => p.path.replace(/\d+/g, (d) => d.padStart(12, '0'));
+    return this.list
+      .map((p, i) => ({ p, i, k: key(p) }))
+      .sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : a.i - b.i))
+      .map((x) => x.p);
+  }
+}
+
+function parentPath(path: string): string | undefined {
+  if (path === '') return undefined;
+  const cut = Math.max(path.lastIndexOf('.'), path.lastIndexOf('['));
+  return cut <= 0 ? '' : path.slice(0, cut);
+}
+
+/** Appends a key to a path, quoting keys that would not read as one word. */
+function joinPath(path: string, key: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_-]*$/.test(key)) return `${path}[${show(key)}]`;
+  return path === '' ? key : `${path}.${key}`;
+}
+
+/** `/pools/0/servers/2/address` → `pools[0].servers[2].address`. */
+function pointerToPath(pointer: string): string {
+  let path = '';
+  for (const raw of pointer.split('/').slice(1)) {
+    const segment = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    // Object keys in instance paths are schema keys, never numbers, so digits are list indices.
+    path = /^\d+$/.test(segment) ? `${path}[${segment}]` : joinPath(path, segment);
+  }
+  return path;
+}
+
+// ---------------------------------------------------------------------------
+// Schema errors in plain words
+
+const TYPE_WORDS: Record<string, string> = {
+  object: 'an object',
+  array: 'a list',
+  string: 'a string',
+  integer: 'an integer',
+  number: 'a number',
+  boolean: 'true or false',
+  null: 'null',
+};
+
+function schemaProblem(problems: Problems, e: ErrorObject): void {
+  const path = pointerToPath(e.instancePath);
+  const node = (e.parentSchema ?? {}) as JsonSchema;
+  const got = show(e.data);
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const key = String((e.params as { additionalProperty: unknown }).additionalProperty);
+      const data = e.data as Record<string, unknown>;
+      const known = Object.keys((node.properties ?? {}) as object).filter((k) => !Object.hasOwn(data, k));
+      const keyPath = joinPath(path, key);
+      problems.addSchema(keyPath, `unknown key${didYouMean(key, known)}`, keyPath);
+      return;
+    }
+    case 'required': {
+      const key = String((e.params as { missingProperty: unknown }).missingProperty);
+      problems.addSchema(path, `missing required key "${key}"`, joinPath(path, key));
+      return;
+    }
+    case 'minItems': {
+      const title = ((node.items ?? {}) as JsonSchema).title ?? 'item';
+      problems.addSchema(path, `expected at least one ${String(title)}, got an empty list`, path);
+      return;
+    }
+  }
+  if (path === '' && e.keyword === 'type') {
+    const message =
+      e.data === null || e.data === undefined
+        ? 'the configuration is empty; expected an object with "listeners" and "pools"'
+        : `expected an object with "listeners" and "pools" at the top level, got ${got}`;
+    problems.addSchema(path, message, path);
+    return;
+  }
+  problems.addSchema(path, `${expected(node, e) ?? e.message ?? 'invalid value'}, got ${got}`, path);
+}
+
+/**
+ * What a leaf value should look like, worded from its schema node rather
+ * than the failed keyword, so `weight: "x"` and `weight: 0` read alike.
+ */
+function expected(node: JsonSchema, e: ErrorObject): string | undefined {
+  const kind = VALUE_KINDS.get(node);
+  if (kind !== undefined) {
+    const verdict = kind === 'duration' ? parseDuration(e.data) : parseAddress(e.data, { allowPortZero: kind === 'bind' });
+    // The parsers say "…, got X" themselves; strip it so the caller adds it once.
+    if (typeof verdict === 'string') return verdict.replace(/, got [\s\S]*$/, '');
+  }
+  if (Array.isArray(node.enum)) return `expected one of ${node.enum.join(', ')}`;
+  if (node.type === 'integer' && typeof node.minimum === 'number' && typeof node.maximum === 'number') {
+    return `expected an integer between ${node.minimum} and ${node.maximum}`;
+  }
+  if (node.type === 'string' && node.minLength === 1 && typeof node.maxLength === 'number') {
+    return `expected a non-empty string of at most ${node.maxLength} characters`;
+  }
+  if (e.keyword === 'type') {
+    const types = ([] as unknown[]).concat((e.params as { type: unknown }).type);
+    return `expected ${types.map((t) => TYPE_WORDS[String(t)] ?? String(t)).join(' or ')}`;
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Meaning: what the schema cannot express
+
+type Obj = Record<string, unknown>;
+
+function asObject(v: unknown): Obj | undefined {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : undefined;
+}
+
+function asString(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+function oneOf<T extends string>(v: unknown, allowed: readonly T[], fallback: T): T {
+  return allowed.includes(v as T) ? (v as T) : fallback;
+}
+
+function intOr(v: unknown, fallback: number): number {
+  return Number.isSafeInteger(v) ? (v as number) : fallback;
+}
+
+/** A mutable draft: addresses are filled in once resolved. */
+interface Draft<T> {
+  value: T;
+  path: string;
+}
+
+async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: Model }> {
+  const problems = new Problems();
+  // validate() is synchronous and keeps its errors on itself: read them before any await.
+  if (!validate(raw)) for (const e of validate.errors ?? []) schemaProblem(problems, e);
+
+  const resolve = createResolver();
+  const waits: Promise<void>[] = [];
+  /** Parses an address and resolves it in the background; `set` receives the endpoint. */
+  const address = (path: string, value: unknown, bind: boolean, set: (ep: Endpoint) => void): void => {
+    if (value === undefined) return;
+    const parsed = parseAddress(value, { allowPortZero: bind });
+    if (typeof parsed === 'string') return problems.add(path, parsed);
+    waits.push(
+      resolve(parsed).then((ep) => (typeof ep === 'string' ? problems.add(path, ep) : set(ep))),
+    );
+  };
+  const timeout = (path: string, value: unknown, fallback: number): number => {
+    if (value === undefined) return fallback;
+    const ms = parseDuration(value);
+    if (typeof ms === 'string') problems.add(path, ms);
+    else if (ms === 0) problems.add(path, `expected a timeout longer than 0ms, got ${show(value)}`);
+    return typeof ms === 'number' ? ms : fallback;
+  };
+
+  /** A duration where 0 is allowed (it means "off"). */
+  const durationOr = (path: string, value: unknown, fallback: number): number => {
+    if (value === undefined) return fallback;
+    const ms = parseDuration(value);
+    if (typeof ms === 'string') problems.add(path, ms);
+    return typeof ms === 'number' ? ms : fallback;
+  };
+  /** A probe payload: text, or `hex:` and an even number of hex digits. */
+  const payload = (path: string, value: unknown): Buffer | null => {
+    if (typeof value !== 'string' || value === '') return null;
+    if (!value.startsWith('hex:')) return Buffer.from(value, 'utf8');
+    const digits = value.slice(4).replace(/\s+/g, '');
+    if (digits.length === 0 || digits.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(digits)) {
+      problems.add(path, `expected "hex:" followed by pairs of hex digits, got ${show(value)}`);
+      return null;
+    }
+    return Buffer.from(digits, 'hex');
+  };
+
+  const root = asObject(raw) ?? {};
+  const unresolved: Endpoint = Object.freeze({ host: '', port: 0, text: '' });
+
+  // Pools first: listeners refer to them by name.
+  const pools: Draft<PoolModel & { servers: ServerModel[] }>[] = [];
+  const poolNames = new Map<string, string>();
+  let poolNamesComplete = Array.isArray(root.pools);
+  for (const [i, item] of (Array.isArray(root.pools) ? root.pools : []).entries()) {
+    const path = `pools[${i}]`;
+    const o = asObject(item);
+    const name = asString(o?.name);
+    if (name === undefined) poolNamesComplete = false;
+    if (!o) continue;
+    if (name !== undefined) {
+      const earlier = poolNames.get(name);
+      if (earlier !== undefined) problems.add(`${path}.name`, `duplicate pool name "${name}" (also ${earlier})`);
+      else poolNames.set(name, path);
+    }
+    const t = asObject(o.timeouts) ?? {};
+    const h = asObject(o.health) ?? {};
+    const pool = {
+      name: name ?? '',
+      balance: oneOf<Balance>(o.balance, BALANCES, DEFAULTS.balance),
+      retries: intOr(o.retries, DEFAULTS.retries),
+      timeouts: {
+        connectMs: timeout(`${path}.timeouts.connect`, t.connect, DEFAULTS.connectTimeoutMs),
+        idleMs: timeout(`${path}.timeouts.idle`, t.idle, DEFAULTS.idleTimeoutMs),
+      },
+      servers: [] as ServerModel[],
+      health: {
+        intervalMs: timeout(`${path}.health.interval`, h.interval, DEFAULTS.healthIntervalMs),
+        timeoutMs: timeout(`${path}.health.timeout`, h.timeout, DEFAULTS.healthTimeoutMs),
+        rise: intOr(h.rise, DEFAULTS.healthRise),
+        fall: intOr(h.fall, DEFAULTS.healthFall),
+        send: payload(`${path}.health.send`, h.send),
+        expect: payload(`${path}.health.expect`, h.expect),
+      },
+      slowStartMs: durationOr(`${path}.slow_start`, o.slow_start, DEFAULTS.slowStartMs),
+      onServerDown: oneOf(o.on_server_down, ['keep', 'close'] as const, DEFAULTS.onServerDown),
+    };
+    pools.push({ value: pool, path });
+    const serverNames = new Map<string, number>();
+    for (const [j, sItem] of (Array.isArray(o.servers) ? o.servers : []).entries()) {
+      const sPath = `${path}.servers[${j}]`;
+      const s = asObject(sItem);
+      if (!s) continue;
+      const server = {
+        name: asString(s.name) ?? asString(s.address) ?? '',
+        address: unresolved,
+        weight: intOr(s.weight, DEFAULTS.weight),
+        backup: s.backup === true,
+      };
+      pool.servers.push(server);
+      address(`${sPath}.address`, s.address, false, (ep) => (server.address = ep));
+      if (server.name === '') continue;
+      const earlier = serverNames.get(server.name);
+      if (earlier === undefined) serverNames.set(server.name, j);
+      else if (s.name !== undefined) {
+        problems.add(`${sPath}.name`, `duplicate server name "${server.name}" in pool "${pool.name}" (also servers[${earlier}])`);
+      } else {
+        problems.add(
+          `${sPath}.address`,
+          `duplicate server "${server.name}" in pool "${pool.name}" (also servers[${earlier}]); give each a distinct name to list an address twice`,
+        );
+      }
+    }
+  }
+
+  const listeners: Draft<ListenerModel>[] = [];
+  const listenerNames = new Map<string, string>();
+  for (const [i, item] of (Array.isArray(root.listeners) ? root.listeners : []).entries()) {
+    const path = `listeners[${i}]`;
+    const o = asObject(item);
+    if (!o) continue;
+    const name = asString(o.name);
+    if (name !== undefined) {
+      const earlier = listenerNames.get(name);
+      if (earlier !== undefined) problems.add(`${path}.name`, `duplicate listener name "${name}" (also ${earlier})`);
+      else listenerNames.set(name, path);
+    }
+    const pool = asString(o.pool);
+    // With a pool whose own name is broken, "no pool named" would be a guess; its own problem is reported.
+    if (pool !== undefined && poolNamesComplete && !poolNames.has(pool)) {
+      problems.add(`${path}.pool`, `no pool named "${pool}"${didYouMean(pool, poolNames.keys())}`);
+    }
+    const t = asObject(o.timeouts) ?? {};
+    const draft: Draft<ListenerModel> = {
+      path,
+      value: {
+        name: name ?? '',
+        bind: unresolved,
+        pool: pool ?? '',
+        timeouts: { idleMs: timeout(`${path}.timeouts.idle`, t.idle, DEFAULTS.idleTimeoutMs) },
+      },
+    };
+    listeners.push(draft);
+    address(`${path}.bind`, o.bind, true, (ep) => (draft.value = { ...draft.value, bind: ep }));
+  }
+
+  await Promise.all(waits);
+  checkBinds(problems, listeners);
+
+  const log = asObject(root.log) ?? {};
+  const model: Model = {
+    log: {
+      level: oneOf<LogLevel>(log.level, LOG_LEVELS, DEFAULTS.logLevel),
+      access: typeof log.access === 'boolean' ? log.access : DEFAULTS.accessLog,
+    },
+    listeners: listeners.map((d) => d.value),
+    pools: pools.map((d) => d.value),
+  };
+  return { problems: problems.sorted(), model: deepFreeze(model) };
+}
+
+/**
+ * Two listeners may not bind the same port on the same address, nor on a
+ * wildcard address that covers the other (`0.0.0.0` covers IPv4, `::` is
+ * dual-stack in Node and covers both); the second would fail at start with
+ * EADDRINUSE. Port 0 never clashes: each bind gets its own ephemeral port.
+ */
+function checkBinds(problems: Problems, listeners: readonly Draft<ListenerModel>[]): void {
+  interface Seen {
+    byHost: Map<string, Draft<ListenerModel>>;
+    first?: Draft<ListenerModel>;
+    firstV4?: Draft<ListenerModel>;
+    anyV4?: Draft<ListenerModel>;
+    anyV6?: Draft<ListenerModel>;
+  }
+  const ports = new Map<number, Seen>();
+  for (const d of listeners) {
+    const { host, port, text } = d.value.bind;
+    if (host === '' || port === 0) continue;
+    let seen = ports.get(port);
+    if (!seen) ports.set(port, (seen = { byHost: new Map() }));
+    const v4 = isIP(host) === 4;
+    const same = seen.byHost.get(host);
+    const clash =
+      same ??
+      seen.anyV6 ??
+      (host === '::' ? seen.first : undefined) ??
+      (v4 ? seen.anyV4 : undefined) ??
+      (host === '0.0.0.0' ? seen.firstV4 : undefined);
+    if (clash) {
+      const other = clash.value.bind.text;
+      problems.add(
+        `${d.path}.bind`,
+        same && other === text
+          ? `duplicate bind address "${text}" (also ${clash.path})`
+          : `"${text}" overlaps "${other}" of ${clash.path}`,
+      );
+      continue;
+    }
+    seen.byHost.set(host, d);
+    seen.first ??= d;
+    if (v4) seen.firstV4 ??= d;
+    if (host === '0.0.0.0') seen.anyV4 ??= d;
+    if (host === '::') seen.anyV6 ??= d;
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  // Buffers (probe payloads) cannot be frozen; the engine throws on typed arrays with elements.
+  if (typeof value === 'object' && value !== null && !ArrayBuffer.isView(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

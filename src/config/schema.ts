@@ -1,0 +1,259 @@
+/**
+ * The configuration file's JSON Schema — the single list of accepted keys,
+ * their types and their documentation — and the TypeScript types of a file
+ * that passes it. A key appears here only once l4lb acts on it.
+ */
+
+import { DEFAULTS } from '../defaults.js';
+import { DURATION_PATTERN, MAX_DURATION_MS, formatDuration } from './duration.js';
+import type { Balance, LogLevel } from './model.js';
+
+/** In the order error messages list them. */
+export const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error'];
+/** In the order error messages list them. */
+export const BALANCES: readonly Balance[] = ['least_conn', 'source_hash', 'round_robin', 'random_two'];
+
+/** A duration as written: `"3s"`, `"1.5m"`, or integer milliseconds. */
+export type RawDuration = string | number;
+
+/** `log:` as written. */
+export interface RawLog {
+  level?: LogLevel;
+  access?: boolean;
+}
+
+/** One entry of `listeners:` as written. */
+export interface RawListener {
+  name: string;
+  bind: string;
+  pool: string;
+  timeouts?: { idle?: RawDuration };
+}
+
+/** One entry of a pool's `servers:` as written. */
+export interface RawServer {
+  name?: string;
+  address: string;
+  weight?: number;
+  backup?: boolean;
+}
+
+/** One entry of `pools:` as written. */
+export interface RawPool {
+  name: string;
+  balance?: Balance;
+  retries?: number;
+  timeouts?: { connect?: RawDuration; idle?: RawDuration };
+  servers: RawServer[];
+}
+
+/** A configuration file that has passed {@link configSchema}. */
+export interface RawConfig {
+  log?: RawLog;
+  listeners: RawListener[];
+  pools: RawPool[];
+}
+
+/** A JSON Schema node; loose on purpose, ajv checks the schema itself at compile time. */
+export type JsonSchema = { [keyword: string]: unknown };
+
+/**
+ * Values whose form is checked by a parser of ours rather than by the schema
+ * alone. The loader words every schema error on these nodes the way the
+ * parser would, so `idle: true` and `idle: "3x"` read alike.
+ */
+export const VALUE_KINDS = new WeakMap<object, 'duration' | 'address' | 'bind'>();
+
+function kind<T extends JsonSchema>(k: 'duration' | 'address' | 'bind', schema: T): T {
+  VALUE_KINDS.set(schema, k);
+  return schema;
+}
+
+function duration(description: string, defaultMs: number): JsonSchema {
+  const text = formatDuration(defaultMs);
+  return kind('duration', {
+    description: `${description} A duration like "500ms", "3s", "5m", "1h", or integer milliseconds. Default: ${text}.`,
+    type: ['string', 'integer'],
+    pattern: DURATION_PATTERN,
+    minimum: 0,
+    maximum: MAX_DURATION_MS,
+    default: text,
+  });
+}
+
+function name(description: string): JsonSchema {
+  return { description, type: 'string', minLength: 1, maxLength: 200 };
+}
+
+/** Object nodes reject unknown keys, so a misspelled key is an error, not a silent default. */
+function object(description: string, properties: Record<string, JsonSchema>, required: string[] = [], title?: string): JsonSchema {
+  const node: JsonSchema = title === undefined ? {} : { title };
+  Object.assign(node, { description, type: 'object', additionalProperties: false, properties });
+  if (required.length > 0) node.required = required;
+  return node;
+}
+
+const server = object(
+  'A backend server.',
+  {
+    name: name('Unique within the pool; used in logs, metrics and the admin API. Default: the address as written.'),
+    address: kind('address', {
+      description: 'Where to connect: "host:port" or "[IPv6]:port". Hostnames are resolved when the configuration is loaded.',
+      type: 'string',
+      maxLength: 300,
+    }),
+    weight: {
+      description: `Relative share of new connections, 1 to 256. Default: ${DEFAULTS.weight}.`,
+      type: 'integer',
+      minimum: 1,
+      maximum: 256,
+      default: DEFAULTS.weight,
+    },
+    backup: {
+      description: 'Used only when no primary (non-backup) server of the pool is up. Default: false.',
+      type: 'boolean',
+      default: false,
+    },
+  },
+  ['address'],
+  'server',
+);
+
+/** A probe payload: text as written, or `hex:` followed by hex digits for binary protocols. */
+function payload(description: string): JsonSchema {
+  return {
+    description: `${description} Text as written (YAML escapes like "\\r\\n" apply), or "hex:" followed by hex digits for raw bytes.`,
+    type: 'string',
+    minLength: 1,
+    maxLength: 1024,
+  };
+}
+
+const health = object(
+  'Active health probes of every server of the pool. Absent: a TCP connect probe with the defaults.',
+  {
+    interval: duration('Time between probes of one server.', DEFAULTS.healthIntervalMs),
+    timeout: duration('A probe that has not succeeded within this time fails.', DEFAULTS.healthTimeoutMs),
+    rise: {
+      description: `Consecutive successful probes that mark a down server up, 1 to 100. Default: ${DEFAULTS.healthRise}.`,
+      type: 'integer',
+      minimum: 1,
+      maximum: 100,
+      default: DEFAULTS.healthRise,
+    },
+    fall: {
+      description: `Consecutive failed probes (or failed client connects) that mark an up server down, 1 to 100. Default: ${DEFAULTS.healthFall}.`,
+      type: 'integer',
+      minimum: 1,
+      maximum: 100,
+      default: DEFAULTS.healthFall,
+    },
+    send: payload('Sent after connecting, e.g. "PING\\r\\n" for Redis.'),
+    expect: payload('The reply must start with these bytes, e.g. "+PONG" for Redis or "220" for SMTP.'),
+  },
+);
+
+const pool = object(
+  'A group of servers that share one balancing algorithm.',
+  {
+    name: name('Unique pool name, referred to by listeners.'),
+    balance: {
+      description:
+        'How a server is picked: least_conn (fewest active connections per weight), source_hash (consistent hash of the client IP), ' +
+        `round_robin (in turn, by weight), random_two (the less loaded of two random servers). Default: ${DEFAULTS.balance}.`,
+      enum: [...BALANCES],
+      default: DEFAULTS.balance,
+    },
+    retries: {
+      description: `How many further servers to try after a failed connect, 0 to 10. Default: ${DEFAULTS.retries}.`,
+      type: 'integer',
+      minimum: 0,
+      maximum: 10,
+      default: DEFAULTS.retries,
+    },
+    timeouts: object('Timeouts for connections to this pool\'s servers.', {
+      connect: duration('How long a connect to a server may take before it counts as failed.', DEFAULTS.connectTimeoutMs),
+      idle: duration('A connection with no traffic in either direction for this long is closed.', DEFAULTS.idleTimeoutMs),
+    }),
+    health,
+    slow_start: kind('duration', {
+      description:
+        'A server that comes back up ramps its share of new connections from about 10% to 100% over this time ' +
+        '(least_conn, round_robin, random_two; source_hash keeps its mapping stable instead). 0 = off. Default: 0.',
+      type: ['string', 'integer'],
+      pattern: DURATION_PATTERN,
+      minimum: 0,
+      maximum: MAX_DURATION_MS,
+      default: 0,
+    }),
+    on_server_down: {
+      description:
+        'What happens to the open connections of a server marked down: keep (they continue) or close ' +
+        `(clients reconnect elsewhere, e.g. to a new database primary). Default: ${DEFAULTS.onServerDown}.`,
+      enum: ['keep', 'close'],
+      default: DEFAULTS.onServerDown,
+    },
+    servers: {
+      description: 'The servers of this pool; at least one.',
+      type: 'array',
+      minItems: 1,
+      items: server,
+    },
+  },
+  ['name', 'servers'],
+  'pool',
+);
+
+const listener = object(
+  'A TCP port on which l4lb accepts client connections.',
+  {
+    name: name('Unique listener name; used in logs and metrics.'),
+    bind: kind('bind', {
+      description: 'Address to listen on: "host:port" or "[IPv6]:port"; "0.0.0.0:PORT" for all IPv4 interfaces, "[::]:PORT" for all.',
+      type: 'string',
+      maxLength: 300,
+    }),
+    pool: name('Name of the pool that receives this listener\'s connections.'),
+    timeouts: object('Timeouts for client connections on this listener.', {
+      idle: duration('A client connection with no traffic in either direction for this long is closed.', DEFAULTS.idleTimeoutMs),
+    }),
+  },
+  ['name', 'bind', 'pool'],
+  'listener',
+);
+
+/** The JSON Schema of the configuration file (draft-07). */
+export const configSchema: JsonSchema = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  title: 'l4lb configuration',
+  ...object(
+    'Configuration of l4lb, a Layer 4 TCP load balancer. Written in YAML (.yaml, .yml) or JSON (.json).',
+    {
+      log: object('Logging (JSON lines on stdout).', {
+        level: {
+          description: `Least severe level written: trace, debug, info, warn or error. Default: ${DEFAULTS.logLevel}.`,
+          enum: [...LOG_LEVELS],
+          default: DEFAULTS.logLevel,
+        },
+        access: {
+          description: `Write one JSON line per finished connection. Default: ${DEFAULTS.accessLog}.`,
+          type: 'boolean',
+          default: DEFAULTS.accessLog,
+        },
+      }),
+      listeners: {
+        description: 'Where l4lb accepts connections; at least one.',
+        type: 'array',
+        minItems: 1,
+        items: listener,
+      },
+      pools: {
+        description: 'Groups of backend servers; at least one.',
+        type: 'array',
+        minItems: 1,
+        items: pool,
+      },
+    },
+    ['listeners', 'pools'],
+  ),
+};

@@ -1,0 +1,124 @@
+/**
+ * Active and passive health checking for one pool. Each server has its own
+ * probe timer, spread by jitter so a hundred servers are not probed in the
+ * same millisecond. After a failure the next probe comes sooner (HAProxy's
+ * fastinter), so a dead server is found within about `fall × timeout`. A
+ * real client connect that fails counts as a failed check and brings the
+ * next probe forward. Servers in `maint` are not probed.
+ */
+import type net from 'node:net';
+import type { Logger } from '../log.js';
+import type { Pool, Server } from '../pool.js';
+import { probe, type ProbeResult } from './probe.js';
+import type { LastCheck } from './state.js';
+
+/** Quickest re-probe after a failure; keeps a flapping server from being hammered. */
+const MIN_FAST_INTERVAL_MS = 50;
+/** First probes land within this window after start, spread at random. */
+const START_SPREAD_MS = 50;
+/** ±10% on every delay, so probes of many servers do not line up. */
+const JITTER = 0.1;
+
+export interface HealthCheckerOptions {
+  /** Builds the PROXY header for probes of pools that send one. */
+  readonly proxyHeader: ((socket: net.Socket) => Buffer) | null;
+}
+
+interface Slot {
+  timer: NodeJS.Timeout | undefined;
+  inFlight: boolean;
+}
+
+export class HealthChecker {
+  readonly #pool: Pool;
+  readonly #logger: Logger;
+  readonly #options: HealthCheckerOptions;
+  readonly #slots = new Map<Server, Slot>();
+  readonly #abort = new AbortController();
+  #closed = false;
+
+  constructor(pool: Pool, logger: Logger, options: HealthCheckerOptions = { proxyHeader: null }) {
+    this.#pool = pool;
+    this.#logger = logger;
+    this.#options = options;
+  }
+
+  /** Probe every server at once (with a little spread), then every interval. */
+  start(): void {
+    this.#pool.onConnectFailure((server, reason) => this.recordPassiveFailure(server, reason));
+    for (const server of this.#pool.servers) {
+      const slot: Slot = { timer: undefined, inFlight: false };
+      this.#slots.set(server, slot);
+      this.#schedule(server, slot, Math.random() * START_SPREAD_MS);
+    }
+  }
+
+  /** Stop every timer and abandon probes in flight. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#pool.onConnectFailure(undefined);
+    for (const slot of this.#slots.values()) clearTimeout(slot.timer);
+    this.#abort.abort();
+  }
+
+  /** A real client connect failed: count it as a failed check and re-probe soon. */
+  recordPassiveFailure(server: Server, reason: string): void {
+    if (this.#closed) return;
+    this.#record(server, { ok: false, reason, latencyMs: 0, at: Date.now(), source: 'passive' });
+    const slot = this.#slots.get(server);
+    if (slot !== undefined && !slot.inFlight) this.#schedule(server, slot, this.#fastIntervalMs());
+  }
+
+  #schedule(server: Server, slot: Slot, delayMs: number): void {
+    clearTimeout(slot.timer);
+    slot.timer = setTimeout(() => void this.#run(server, slot), delayMs);
+  }
+
+  async #run(server: Server, slot: Slot): Promise<void> {
+    slot.timer = undefined;
+    const health = this.#pool.model.health;
+    if (server.admin === 'maint') {
+      // No probes in maintenance; look again after an interval.
+      this.#schedule(server, slot, jitter(health.intervalMs));
+      return;
+    }
+    slot.inFlight = true;
+    let result: ProbeResult;
+    try {
+      result = await probe(server.address, {
+        timeoutMs: health.timeoutMs,
+        send: health.send,
+        expect: health.expect,
+        proxyHeader: this.#options.proxyHeader,
+        signal: this.#abort.signal,
+      });
+    } finally {
+      slot.inFlight = false;
+    }
+    if (this.#closed) return;
+    server.checkDurationMs = result.latencyMs;
+    this.#record(server, { ok: result.ok, reason: result.reason, latencyMs: result.latencyMs, at: Date.now(), source: 'active' });
+    // Failing but not yet down: look again soon, so `fall` is reached quickly.
+    const next = server.health.failing ? this.#fastIntervalMs() : jitter(health.intervalMs);
+    this.#schedule(server, slot, next);
+  }
+
+  #record(server: Server, check: LastCheck): void {
+    const flip = server.health.record(check);
+    if (flip === undefined) return;
+    this.#pool.setHealth(server, flip === 'up');
+    const fields = { pool: this.#pool.name, server: server.name, address: server.address.text, check: check.source };
+    if (flip === 'down') this.#logger.warn({ ...fields, reason: check.reason }, 'server down');
+    else this.#logger.info({ ...fields, latency_ms: check.latencyMs }, 'server up');
+  }
+
+  #fastIntervalMs(): number {
+    const { intervalMs, timeoutMs } = this.#pool.model.health;
+    return jitter(Math.max(MIN_FAST_INTERVAL_MS, Math.min(intervalMs, timeoutMs) / 2));
+  }
+}
+
+function jitter(ms: number): number {
+  return ms * (1 - JITTER + Math.random() * 2 * JITTER);
+}
