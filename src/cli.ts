@@ -94,19 +94,20 @@ async function run(configFile: string, drainMs: number): Promise<void> {
     process.exitCode = 1;
     return;
   }
-  const { logger, flush } = createLogger(model.log.level);
+  const root = createLogger(model.log.level);
+  const logger = root.logger;
   const app = new App(model, logger);
   process.on('uncaughtException', (err) => {
     // Unknown state: log it and exit non-zero so the supervisor restarts us.
     logger.fatal({ err }, 'uncaught exception');
-    flush();
+    root.flushSync();
     process.exit(70);
   });
   try {
     await app.start();
   } catch (err) {
     logger.error({ code: err instanceof L4lbError ? err.code : undefined, err: describe(err) }, 'start failed');
-    flush();
+    await root.close();
     process.exit(1);
   }
   logger.info({ version: pkg.version, config: configFile, listeners: model.listeners.length, pools: model.pools.length }, 'started');
@@ -115,7 +116,7 @@ async function run(configFile: string, drainMs: number): Promise<void> {
     stop: async () => {
       await app.stop(drainMs);
       logger.info('stopped');
-      flush();
+      await root.close();
       process.exit(0);
     },
     forceStop: () => {

@@ -4,8 +4,19 @@ import type { LogLevel } from './config/model.js';
 
 export type { Logger };
 
+/** Longest wait for buffered log lines at exit. */
+const FINAL_FLUSH_MS = 1_000;
+
+export interface RootLogger {
+  readonly logger: Logger;
+  /** Write out everything buffered, in order, and close stdout; for the moment before exit. */
+  close(): Promise<void>;
+  /** Last resort on a fatal error: write what is queued synchronously. */
+  flushSync(): void;
+}
+
 /** Asynchronous stdout: the accept path must not block on a slow terminal or journald. */
-export function createLogger(level: LogLevel = 'info'): { logger: Logger; flush: () => void } {
+export function createLogger(level: LogLevel = 'info'): RootLogger {
   const destination = pino.destination({ dest: 1, sync: false });
   const logger = pino(
     {
@@ -18,7 +29,17 @@ export function createLogger(level: LogLevel = 'info'): { logger: Logger; flush:
   );
   return {
     logger,
-    flush: () => {
+    close: () =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, FINAL_FLUSH_MS);
+        destination.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        // end() waits for a write in flight, then writes the rest in order.
+        destination.end();
+      }),
+    flushSync: () => {
       try {
         destination.flushSync();
       } catch {
