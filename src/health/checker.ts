@@ -7,6 +7,7 @@
  * next probe forward. Servers in `maint` are not probed.
  */
 import type net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
 import type { Pool, Server } from '../pool.js';
 import { probe, type ProbeResult } from './probe.js';
@@ -26,6 +27,8 @@ export interface HealthCheckerOptions {
 
 interface Slot {
   timer: NodeJS.Timeout | undefined;
+  /** When `timer` fires (performance.now() ms). */
+  dueAt: number;
   inFlight: boolean;
 }
 
@@ -47,7 +50,7 @@ export class HealthChecker {
   start(): void {
     this.#pool.onConnectFailure((server, reason) => this.recordPassiveFailure(server, reason));
     for (const server of this.#pool.servers) {
-      const slot: Slot = { timer: undefined, inFlight: false };
+      const slot: Slot = { timer: undefined, dueAt: 0, inFlight: false };
       this.#slots.set(server, slot);
       this.#schedule(server, slot, Math.random() * START_SPREAD_MS);
     }
@@ -67,11 +70,17 @@ export class HealthChecker {
     if (this.#closed) return;
     this.#record(server, { ok: false, reason, latencyMs: 0, at: Date.now(), source: 'passive' });
     const slot = this.#slots.get(server);
-    if (slot !== undefined && !slot.inFlight) this.#schedule(server, slot, this.#fastIntervalMs());
+    if (slot === undefined || slot.inFlight) return;
+    // Only ever bring the next probe forward. Rescheduling unconditionally let
+    // a stream of failed client connects (one per fast interval or more often)
+    // push the probe back again and again, so no active probe ever ran.
+    const delayMs = this.#fastIntervalMs();
+    if (slot.timer === undefined || performance.now() + delayMs < slot.dueAt) this.#schedule(server, slot, delayMs);
   }
 
   #schedule(server: Server, slot: Slot, delayMs: number): void {
     clearTimeout(slot.timer);
+    slot.dueAt = performance.now() + delayMs;
     slot.timer = setTimeout(() => void this.#run(server, slot), delayMs);
   }
 

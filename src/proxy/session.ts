@@ -11,6 +11,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { ListenerModel } from '../config/model.js';
+import { formatDuration } from '../config/duration.js';
 import type { Logger } from '../log.js';
 import type { Pool, Server, ServerConnection } from '../pool.js';
 import { formatEndpoint, logAccess, normaliseIp } from './access-log.js';
@@ -140,7 +141,7 @@ export class Session implements ServerConnection {
 
   #onConnectTimeout = (): void => {
     this.#connectTimer = undefined;
-    this.#connectFailed(`timeout after ${this.#ctx.pool.model.timeouts.connectMs}ms`);
+    this.#connectFailed(`connect timeout after ${formatDuration(this.#ctx.pool.model.timeouts.connectMs)}`);
   };
 
   #onBackendConnect = (): void => {
