@@ -4,6 +4,8 @@ export const DEFAULTS = Object.freeze({
   connectTimeoutMs: 5_000,
   /** Long-lived database and broker connections are normal at L4; an hour matches common NGINX stream setups. */
   idleTimeoutMs: 3_600_000,
+  /** Every phase before the splice (PROXY header, TLS handshake, ClientHello) must finish within this; HAProxy's common `timeout client` for handshakes. */
+  handshakeTimeoutMs: 5_000,
   /** Two further servers after a failed connect, like the design's example; HAProxy's `retries` default is 3 on the same server. */
   retries: 2,
   /** Least connections is the safe general choice for long-lived L4 sessions. */

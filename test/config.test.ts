@@ -39,18 +39,22 @@ function base(): any {
   };
 }
 
-/** Pool fields that have no configuration keys yet. */
+/** Pool fields the test configurations leave at their defaults. */
 const poolDefaults = {
   health: { intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, send: null, expect: null },
   slowStartMs: 0,
   onServerDown: 'keep',
+  proxyProtocol: 'off',
 } as const;
+
+/** Listener fields the test configurations leave at their defaults. */
+const listenerDefaults = { acceptProxy: false, trustedProxies: [] } as const;
 
 const expectedModel: Model = {
   log: { level: 'debug', access: false },
   listeners: [
-    { name: 'postgres', bind: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' }, pool: 'pg', timeouts: { idleMs: 1_800_000 } },
-    { name: 'cache', bind: { host: '127.0.0.1', port: 6380, text: '127.0.0.1:6380' }, pool: 'redis', timeouts: { idleMs: 3_600_000 } },
+    { name: 'postgres', bind: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' }, pool: 'pg', timeouts: { idleMs: 1_800_000, handshakeMs: 5000 }, ...listenerDefaults },
+    { name: 'cache', bind: { host: '127.0.0.1', port: 6380, text: '127.0.0.1:6380' }, pool: 'redis', timeouts: { idleMs: 3_600_000, handshakeMs: 5000 }, ...listenerDefaults },
   ],
   pools: [
     {
@@ -131,7 +135,7 @@ t.test('a minimal configuration gets every default', async (t) => {
   });
   t.same(model, {
     log: { level: 'info', access: true },
-    listeners: [{ name: 'l', bind: { host: '::1', port: 0, text: '[::1]:0' }, pool: 'p', timeouts: { idleMs: 3_600_000 } }],
+    listeners: [{ name: 'l', bind: { host: '::1', port: 0, text: '[::1]:0' }, pool: 'p', timeouts: { idleMs: 3_600_000, handshakeMs: 5000 }, ...listenerDefaults }],
     pools: [
       {
         name: 'p',
@@ -514,4 +518,45 @@ t.test('damaged files never throw anything but ConfigReadError or ConfigError', 
     }
   }
   t.pass('150 damaged files handled');
+});
+
+t.test('health, slow_start, on_server_down, proxy_protocol and accept_proxy keys', async (t) => {
+  const raw = base();
+  raw.listeners[0].accept_proxy = true;
+  raw.listeners[0].trusted_proxies = ['10.0.0.0/8', '::1', '2001:db8::/32'];
+  raw.listeners[0].timeouts.handshake = '2s';
+  Object.assign(raw.pools[0], {
+    health: { interval: '200ms', timeout: '100ms', rise: 1, fall: 5, send: 'PING\r\n', expect: 'hex:2b504f4e47' },
+    slow_start: '30s',
+    on_server_down: 'close',
+    proxy_protocol: 'v2',
+  });
+  const model = await buildModel(raw);
+  const l = model.listeners[0]!;
+  t.equal(l.acceptProxy, true);
+  t.same(l.trustedProxies, ['10.0.0.0/8', '::1', '2001:db8::/32']);
+  t.equal(l.timeouts.handshakeMs, 2000);
+  const p = model.pools[0]!;
+  t.match(p.health, { intervalMs: 200, timeoutMs: 100, rise: 1, fall: 5 });
+  t.equal(p.health.send!.toString(), 'PING\r\n');
+  t.equal(p.health.expect!.toString(), '+PONG', 'hex: payloads are bytes');
+  t.equal(p.slowStartMs, 30_000);
+  t.equal(p.onServerDown, 'close');
+  t.equal(p.proxyProtocol, 'v2');
+});
+
+t.test('bad values of the newer keys are named by path', async (t) => {
+  const raw = base();
+  raw.listeners[0].trusted_proxies = ['10.0.0.0/33', 'nonsense'];
+  raw.pools[0].proxy_protocol = 'v3';
+  raw.pools[0].health = { expect: 'hex:abc', fall: 0 };
+  raw.pools[0].on_server_down = 'kill';
+  const problems = (await problemsOf(raw)).map((p) => `${p.path}: ${p.message}`);
+  t.match(problems.join('\n'), /listeners\[0\]\.trusted_proxies: has no effect without accept_proxy: true/);
+  t.match(problems.join('\n'), /listeners\[0\]\.trusted_proxies\[0\]: expected a prefix length 0\.\.32/);
+  t.match(problems.join('\n'), /listeners\[0\]\.trusted_proxies\[1\]: expected an address or CIDR/);
+  t.match(problems.join('\n'), /pools\[0\]\.proxy_protocol: expected one of off, v1, v2, got "v3"/);
+  t.match(problems.join('\n'), /pools\[0\]\.health\.expect: expected "hex:" followed by pairs of hex digits/);
+  t.match(problems.join('\n'), /pools\[0\]\.health\.fall: expected an integer between 1 and 100, got 0/);
+  t.match(problems.join('\n'), /pools\[0\]\.on_server_down: expected one of keep, close, got "kill"/);
 });

@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument } from 'yaml';
 import { DEFAULTS } from '../defaults.js';
+import { parseCidr } from '../net/cidr.js';
 import { ConfigError, ConfigReadError, describe, type ConfigProblem } from '../errors.js';
 import { createResolver, parseAddress } from './address.js';
 import { parseDuration } from './duration.js';
@@ -320,6 +321,19 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
     return Buffer.from(digits, 'hex');
   };
 
+  /** A CIDR list; each bad entry is a problem at its own index. */
+  const cidrs = (path: string, value: unknown): string[] => {
+    if (!Array.isArray(value)) return [];
+    const out: string[] = [];
+    for (const [i, item] of value.entries()) {
+      if (typeof item !== 'string') continue; // the schema has reported it
+      const parsed = parseCidr(item);
+      if (typeof parsed === 'string') problems.add(`${path}[${i}]`, parsed);
+      else out.push(parsed.text);
+    }
+    return out;
+  };
+
   const root = asObject(raw) ?? {};
   const unresolved: Endpoint = Object.freeze({ host: '', port: 0, text: '' });
 
@@ -359,6 +373,7 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
       },
       slowStartMs: durationOr(`${path}.slow_start`, o.slow_start, DEFAULTS.slowStartMs),
       onServerDown: oneOf(o.on_server_down, ['keep', 'close'] as const, DEFAULTS.onServerDown),
+      proxyProtocol: oneOf(o.proxy_protocol, ['off', 'v1', 'v2'] as const, 'off'),
     };
     pools.push({ value: pool, path });
     const serverNames = new Map<string, number>();
@@ -412,9 +427,17 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
         name: name ?? '',
         bind: unresolved,
         pool: pool ?? '',
-        timeouts: { idleMs: timeout(`${path}.timeouts.idle`, t.idle, DEFAULTS.idleTimeoutMs) },
+        timeouts: {
+          idleMs: timeout(`${path}.timeouts.idle`, t.idle, DEFAULTS.idleTimeoutMs),
+          handshakeMs: timeout(`${path}.timeouts.handshake`, t.handshake, DEFAULTS.handshakeTimeoutMs),
+        },
+        acceptProxy: o.accept_proxy === true,
+        trustedProxies: cidrs(`${path}.trusted_proxies`, o.trusted_proxies),
       },
     };
+    if (o.trusted_proxies !== undefined && o.accept_proxy !== true) {
+      problems.add(`${path}.trusted_proxies`, 'has no effect without accept_proxy: true');
+    }
     listeners.push(draft);
     address(`${path}.bind`, o.bind, true, (ep) => (draft.value = { ...draft.value, bind: ep }));
   }

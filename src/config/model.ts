@@ -50,13 +50,21 @@ export interface PoolModel {
   readonly slowStartMs: number;
   /** `close`: close the open connections of a server marked down. */
   readonly onServerDown: OnServerDown;
+  /** PROXY protocol header sent to each backend before any client byte. */
+  readonly proxyProtocol: ProxyProtocolVersion;
 }
+
+export type ProxyProtocolVersion = 'off' | 'v1' | 'v2';
 
 export interface ListenerModel {
   readonly name: string;
   readonly bind: Endpoint;
   readonly pool: string;
-  readonly timeouts: { readonly idleMs: number };
+  readonly timeouts: { readonly idleMs: number; readonly handshakeMs: number };
+  /** Every connection must start with a PROXY v1/v2 header from an upstream balancer. */
+  readonly acceptProxy: boolean;
+  /** With acceptProxy: the only peers allowed to send one (CIDR text); empty = any peer. */
+  readonly trustedProxies: readonly string[];
 }
 
 export interface Model {

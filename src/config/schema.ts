@@ -193,6 +193,13 @@ const pool = object(
       enum: ['keep', 'close'],
       default: DEFAULTS.onServerDown,
     },
+    proxy_protocol: {
+      description:
+        'Send a PROXY protocol header to each server so it sees the real client address: off, v1 (text) or v2 (binary, ' +
+        'with the TLS server name and details). Health probes send one too (v2 LOCAL, or v1 with the probe\'s own addresses). Default: off.',
+      enum: ['off', 'v1', 'v2'],
+      default: 'off',
+    },
     servers: {
       description: 'The servers of this pool; at least one.',
       type: 'array',
@@ -214,8 +221,22 @@ const listener = object(
       maxLength: 300,
     }),
     pool: name('Name of the pool that receives this listener\'s connections.'),
+    accept_proxy: {
+      description:
+        'Every connection must begin with a PROXY protocol v1 or v2 header from an upstream balancer (cloud NLB, HAProxy); ' +
+        'its client address is then used everywhere. Connections without a valid header are closed. Default: false.',
+      type: 'boolean',
+      default: false,
+    },
+    trusted_proxies: {
+      description: 'With accept_proxy: the addresses (CIDR) allowed to send a PROXY header; others are closed before any byte is read. Default: any.',
+      type: 'array',
+      maxItems: 1000,
+      items: { type: 'string', maxLength: 64 },
+    },
     timeouts: object('Timeouts for client connections on this listener.', {
       idle: duration('A client connection with no traffic in either direction for this long is closed.', DEFAULTS.idleTimeoutMs),
+      handshake: duration('Everything before the data flows (PROXY header, TLS handshake) must finish within this.', DEFAULTS.handshakeTimeoutMs),
     }),
   },
   ['name', 'bind', 'pool'],

@@ -9,6 +9,7 @@ import type { ListenerModel } from '../config/model.js';
 import type { Logger } from '../log.js';
 import type { Pool } from '../pool.js';
 import { Session, type SessionContext } from './session.js';
+import { CidrList } from '../net/cidr.js';
 
 export class Listener {
   readonly model: ListenerModel;
@@ -25,6 +26,8 @@ export class Listener {
       listener: model,
       pool,
       accessLog: accessLog ? logger : null,
+      logger: this.#logger,
+      trustedProxies: model.acceptProxy && model.trustedProxies.length > 0 ? new CidrList(model.trustedProxies) : null,
       onClosed: (session) => this.#sessions.delete(session),
     };
     this.#server = net.createServer({

@@ -3,10 +3,11 @@
  * and every timer; whatever happens first, teardown runs exactly once and
  * writes one access log line.
  *
- * Path: pick → connect (retrying other servers) → splice → close and log.
- * The client is not read until its backend is connected (the listener
- * accepts with pauseOnConnect), so nothing is buffered for a backend that
- * might never answer.
+ * Path: (PROXY header in) → pick → connect (retrying other servers) →
+ * (PROXY header out) → splice → close and log. The client is not read until
+ * its backend is connected (the listener accepts with pauseOnConnect), except
+ * for the PROXY header, so nothing is buffered for a backend that might never
+ * answer.
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -16,6 +17,8 @@ import type { Logger } from '../log.js';
 import type { Pool, Server, ServerConnection } from '../pool.js';
 import { formatEndpoint, logAccess, normaliseIp } from './access-log.js';
 import type { Termination } from './termination.js';
+import type { CidrList } from '../net/cidr.js';
+import { ProxyHeaderError, ProxyHeaderParser, encodeV1, encodeV2, type ProxyHeader } from '../proxy-protocol.js';
 
 /** TCP keep-alive probes start after this much silence (dead peers behind NAT are found eventually). */
 const KEEPALIVE_DELAY_MS = 60_000;
@@ -26,6 +29,10 @@ export interface SessionContext {
   readonly pool: Pool;
   /** Access log sink; null when access logging is off. */
   readonly accessLog: Logger | null;
+  /** Debug-level events (rejected headers); the listener's logger. */
+  readonly logger: Logger;
+  /** With accept_proxy: who may send a PROXY header; null = anyone. */
+  readonly trustedProxies: CidrList | null;
   /** Called once, after teardown. */
   readonly onClosed: (session: Session) => void;
 }
@@ -41,7 +48,14 @@ function noop(): void {}
 export class Session implements ServerConnection {
   readonly #ctx: SessionContext;
   readonly #client: net.Socket;
-  readonly #clientIp: string;
+  /** The client as everything after accept sees it: from the PROXY header when one was accepted. */
+  #clientIp: string;
+  #clientPort: number | undefined;
+  /** Where the client connected to (from the PROXY header, or our socket). */
+  #destIp: string | undefined;
+  #destPort: number | undefined;
+  #headerTimer: NodeJS.Timeout | undefined;
+  #headerParser: ProxyHeaderParser | undefined;
   readonly #startedAt = performance.now();
   #phase = Phase.Connecting;
   #backend: net.Socket | undefined;
@@ -58,6 +72,7 @@ export class Session implements ServerConnection {
     this.#ctx = ctx;
     this.#client = client;
     this.#clientIp = normaliseIp(client.remoteAddress);
+    this.#clientPort = client.remotePort;
   }
 
   /** The normalised client IP (IPv4-mapped IPv6 written as IPv4). */
@@ -75,7 +90,77 @@ export class Session implements ServerConnection {
       this.#end('client_close');
       return;
     }
+    if (this.#ctx.listener.acceptProxy) {
+      const trusted = this.#ctx.trustedProxies;
+      if (trusted !== null && !trusted.has(client.remoteAddress)) {
+        // Not an upstream we trust: close before reading a single byte.
+        this.#ctx.logger.debug({ client: formatEndpoint(this.#clientIp, this.#clientPort) }, 'PROXY header from an untrusted address');
+        this.#end('proxy_header_error');
+        return;
+      }
+      this.#readProxyHeader();
+      return;
+    }
     this.#connectNext();
+  }
+
+  /** Read the PROXY header (and only that) before anything else, within the handshake timeout. */
+  #readProxyHeader(): void {
+    this.#headerParser = new ProxyHeaderParser();
+    this.#headerTimer = setTimeout(this.#onHeaderTimeout, this.#ctx.listener.timeouts.handshakeMs);
+    this.#client.on('data', this.#onHeaderData);
+    this.#client.resume();
+  }
+
+  #onHeaderData = (chunk: Buffer): void => {
+    let result;
+    try {
+      result = this.#headerParser!.push(chunk);
+    } catch (err) {
+      const reason = err instanceof ProxyHeaderError ? err.reason : 'internal';
+      this.#ctx.logger.debug({ client: formatEndpoint(this.#clientIp, this.#clientPort), reason }, 'invalid PROXY header');
+      this.#end('proxy_header_error');
+      return;
+    }
+    if (result.state === 'need_more') return;
+    const client = this.#client;
+    client.pause();
+    client.removeListener('data', this.#onHeaderData);
+    clearTimeout(this.#headerTimer);
+    this.#headerTimer = undefined;
+    this.#headerParser = undefined;
+    // Bytes after the header belong to the client's stream: they go first to the backend.
+    if (result.rest.length > 0) client.unshift(result.rest);
+    this.#useProxyHeader(result.header);
+    this.#connectNext();
+  };
+
+  #onHeaderTimeout = (): void => {
+    this.#headerTimer = undefined;
+    this.#ctx.logger.debug({ client: formatEndpoint(this.#clientIp, this.#clientPort), reason: 'timeout' }, 'invalid PROXY header');
+    this.#end('proxy_header_error');
+  };
+
+  /** From here on the client is the one the header names (unless LOCAL/UNKNOWN: the real peer). */
+  #useProxyHeader(header: ProxyHeader): void {
+    if (header.source === undefined || header.destination === undefined) return;
+    this.#clientIp = normaliseIp(header.source.address);
+    this.#clientPort = header.source.port;
+    this.#destIp = normaliseIp(header.destination.address);
+    this.#destPort = header.destination.port;
+  }
+
+  /** The PROXY header for the backend, or null when the pool sends none. */
+  #outgoingHeader(): Buffer | null {
+    const version = this.#ctx.pool.model.proxyProtocol;
+    if (version === 'off') return null;
+    const client = this.#client;
+    const src = { address: this.#clientIp, port: this.#clientPort ?? 0 };
+    const dst = {
+      address: this.#destIp ?? normaliseIp(client.localAddress),
+      port: this.#destPort ?? client.localPort ?? 0,
+    };
+    return version === 'v1' ? encodeV1(src, dst) : encodeV2({ command: 'PROXY', src, dst });
   }
 
   /** Close both sides now (drain timeout reached). */
@@ -157,6 +242,16 @@ export class Session implements ServerConnection {
       this.#end('client_close');
       return;
     }
+    let header: Buffer | null;
+    try {
+      header = this.#outgoingHeader();
+    } catch {
+      // Addresses gone (the client vanished mid-connect): nothing to relay for.
+      this.#end('client_close');
+      return;
+    }
+    // The header goes out first, before any client byte.
+    if (header !== null) backend.write(header);
     this.#phase = Phase.Spliced;
     const idleMs = Math.min(this.#ctx.listener.timeouts.idleMs, this.#ctx.pool.model.timeouts.idleMs);
     client.setTimeout(idleMs, this.#onIdle);
@@ -225,6 +320,10 @@ export class Session implements ServerConnection {
         clearTimeout(this.#connectTimer);
         this.#connectTimer = undefined;
       }
+      if (this.#headerTimer !== undefined) {
+        clearTimeout(this.#headerTimer);
+        this.#headerTimer = undefined;
+      }
       this.#client.destroy();
       this.#backend?.destroy();
       if (this.#phase === Phase.Connecting) {
@@ -247,7 +346,7 @@ export class Session implements ServerConnection {
       const client = this.#client;
       logAccess(ctx.accessLog, {
         listener: ctx.listener.name,
-        client: formatEndpoint(this.#clientIp, client.remotePort),
+        client: formatEndpoint(this.#clientIp, this.#clientPort),
         sni: null,
         pool: ctx.pool.name,
         server: this.#server?.name ?? null,

@@ -9,6 +9,19 @@ import type { Logger } from '../log.js';
 import { Pool } from '../pool.js';
 import { Listener } from '../proxy/listener.js';
 import { HealthChecker } from '../health/checker.js';
+import type { ProxyProtocolVersion } from '../config/model.js';
+import { encodeV1Local, encodeV2 } from '../proxy-protocol.js';
+import type net from 'node:net';
+
+/** Probes of a pool that sends PROXY headers carry one too, so strict backends accept them. */
+function probeHeader(version: ProxyProtocolVersion): ((socket: net.Socket) => Buffer) | null {
+  if (version === 'v2') {
+    const local = encodeV2({ command: 'LOCAL' });
+    return () => local;
+  }
+  if (version === 'v1') return (socket) => encodeV1Local(socket);
+  return null;
+}
 
 export type Phase = 'created' | 'running' | 'draining' | 'stopped';
 
@@ -28,7 +41,7 @@ export class App {
     for (const p of model.pools) pools.set(p.name, new Pool(p));
     this.pools = pools;
     this.listeners = model.listeners.map((l) => new Listener(l, pools.get(l.pool)!, logger, model.log.access));
-    this.checkers = [...pools.values()].map((p) => new HealthChecker(p, logger));
+    this.checkers = [...pools.values()].map((p) => new HealthChecker(p, logger, { proxyHeader: probeHeader(p.model.proxyProtocol) }));
   }
 
   get phase(): Phase {
