@@ -10,6 +10,7 @@ import type { Logger } from '../log.js';
 import type { Pool } from '../pool.js';
 import { Session, type SessionContext } from './session.js';
 import { CidrList } from '../net/cidr.js';
+import { ListenerStats } from './stats.js';
 
 export class Listener {
   readonly model: ListenerModel;
@@ -17,6 +18,7 @@ export class Listener {
   readonly #sessions = new Set<Session>();
   readonly #logger: Logger;
   readonly #ctx: SessionContext;
+  readonly stats = new ListenerStats();
   #closing = false;
 
   constructor(model: ListenerModel, pool: Pool, logger: Logger, accessLog: boolean) {
@@ -27,6 +29,7 @@ export class Listener {
       pool,
       accessLog: accessLog ? logger : null,
       logger: this.#logger,
+      stats: this.stats,
       trustedProxies: model.acceptProxy && model.trustedProxies.length > 0 ? new CidrList(model.trustedProxies) : null,
       onClosed: (session) => this.#sessions.delete(session),
     };
@@ -93,6 +96,7 @@ export class Listener {
       socket.destroy();
       return;
     }
+    this.stats.accepted++;
     const session = new Session(socket, this.#ctx);
     this.#sessions.add(session);
     session.start();

@@ -18,6 +18,7 @@ import type { Pool, Server, ServerConnection } from '../pool.js';
 import { formatEndpoint, logAccess, normaliseIp } from './access-log.js';
 import type { Termination } from './termination.js';
 import type { CidrList } from '../net/cidr.js';
+import type { ListenerStats, ServerCounters } from './stats.js';
 import { ProxyHeaderError, ProxyHeaderParser, encodeV1, encodeV2, type ProxyHeader } from '../proxy-protocol.js';
 
 /** TCP keep-alive probes start after this much silence (dead peers behind NAT are found eventually). */
@@ -33,6 +34,7 @@ export interface SessionContext {
   readonly logger: Logger;
   /** With accept_proxy: who may send a PROXY header; null = anyone. */
   readonly trustedProxies: CidrList | null;
+  readonly stats: ListenerStats;
   /** Called once, after teardown. */
   readonly onClosed: (session: Session) => void;
 }
@@ -67,6 +69,8 @@ export class Session implements ServerConnection {
   #termination: Termination | undefined;
   #clientClosed = false;
   #backendClosed = true;
+  /** This listener's counters for the connected server. */
+  #counters: ServerCounters | undefined;
 
   constructor(client: net.Socket, ctx: SessionContext) {
     this.#ctx = ctx;
@@ -238,6 +242,9 @@ export class Session implements ServerConnection {
     const server = this.#server!;
     server.total++;
     server.connections.add(this);
+    const counters = (this.#counters = this.#ctx.stats.for(server));
+    counters.total++;
+    counters.active++;
     if (this.#clientClosed) {
       this.#end('client_close');
       return;
@@ -342,8 +349,17 @@ export class Session implements ServerConnection {
       this.#server.connections.delete(this);
     }
     const ctx = this.#ctx;
+    const client = this.#client;
+    const termination = this.#termination ?? 'client_close';
+    const counters = this.#counters;
+    if (counters !== undefined) {
+      counters.active--;
+      counters.bytesIn += client.bytesRead;
+      counters.bytesOut += client.bytesWritten;
+    }
+    ctx.stats.terminated(termination);
+    if (termination === 'proxy_header_error') ctx.stats.reject('proxy_header');
     if (ctx.accessLog !== null) {
-      const client = this.#client;
       logAccess(ctx.accessLog, {
         listener: ctx.listener.name,
         client: formatEndpoint(this.#clientIp, this.#clientPort),
@@ -354,7 +370,7 @@ export class Session implements ServerConnection {
         duration_ms: Math.round(performance.now() - this.#startedAt),
         bytes_in: client.bytesRead,
         bytes_out: client.bytesWritten,
-        termination: this.#termination ?? 'client_close',
+        termination,
       });
     }
     ctx.onClosed(this);
