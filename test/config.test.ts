@@ -48,7 +48,14 @@ const poolDefaults = {
 } as const;
 
 /** Listener fields the test configurations leave at their defaults. */
-const listenerDefaults = { acceptProxy: false, trustedProxies: [] } as const;
+const listenerDefaults = {
+  acceptProxy: false,
+  trustedProxies: [],
+  allow: [],
+  deny: [],
+  maxConnections: 0,
+  perSource: { maxConnections: 0, connectRate: 0 },
+} as const;
 
 const expectedModel: Model = {
   log: { level: 'debug', access: false },

@@ -433,6 +433,13 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
         },
         acceptProxy: o.accept_proxy === true,
         trustedProxies: cidrs(`${path}.trusted_proxies`, o.trusted_proxies),
+        allow: cidrs(`${path}.allow`, o.allow),
+        deny: cidrs(`${path}.deny`, o.deny),
+        maxConnections: intOr(o.max_connections, 0),
+        perSource: {
+          maxConnections: intOr(asObject(o.per_source)?.max_connections, 0),
+          connectRate: intOr(asObject(o.per_source)?.connect_rate, 0),
+        },
       },
     };
     if (o.trusted_proxies !== undefined && o.accept_proxy !== true) {

@@ -65,9 +65,26 @@ export interface ListenerModel {
   readonly acceptProxy: boolean;
   /** With acceptProxy: the only peers allowed to send one (CIDR text); empty = any peer. */
   readonly trustedProxies: readonly string[];
+  /** Client CIDRs allowed (empty = everyone not denied). */
+  readonly allow: readonly string[];
+  /** Client CIDRs refused; deny wins over allow. */
+  readonly deny: readonly string[];
+  /** Open connections on this listener; 0 = unlimited. */
+  readonly maxConnections: number;
+  /** Per client IP: concurrent connections and new connections per second; 0 = unlimited. */
+  readonly perSource: { readonly maxConnections: number; readonly connectRate: number };
+}
+
+/** The HTTP admin server (`admin:`). */
+export interface AdminModel {
+  readonly listen: Endpoint;
+  /** File holding the bearer token for state changes; null = state changes are refused. Read at start, never kept here. */
+  readonly tokenFile: string | null;
 }
 
 export interface Model {
+  /** null: no admin server. */
+  readonly admin: AdminModel | null;
   readonly log: { readonly level: LogLevel; readonly access: boolean };
   readonly listeners: readonly ListenerModel[];
   readonly pools: readonly PoolModel[];

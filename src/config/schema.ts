@@ -47,8 +47,15 @@ export interface RawPool {
   servers: RawServer[];
 }
 
+/** `admin:` as written. */
+export interface RawAdmin {
+  listen?: string;
+  token_file?: string;
+}
+
 /** A configuration file that has passed {@link configSchema}. */
 export interface RawConfig {
+  admin?: RawAdmin;
   log?: RawLog;
   listeners: RawListener[];
   pools: RawPool[];
@@ -228,6 +235,38 @@ const listener = object(
       type: 'boolean',
       default: false,
     },
+    allow: {
+      description: 'Client addresses (CIDR, IPv4 or IPv6) allowed to connect; others are closed before any byte is read. Default: everyone.',
+      type: 'array',
+      maxItems: 10000,
+      items: { type: 'string', maxLength: 64 },
+    },
+    deny: {
+      description: 'Client addresses (CIDR) refused at once; deny wins over allow. With accept_proxy, the address from the PROXY header is checked.',
+      type: 'array',
+      maxItems: 10000,
+      items: { type: 'string', maxLength: 64 },
+    },
+    max_connections: {
+      description: 'Open connections on this listener; the excess is closed at once. Default: unlimited.',
+      type: 'integer',
+      minimum: 1,
+      maximum: 10000000,
+    },
+    per_source: object('Limits per client IP address; the excess is closed at once.', {
+      max_connections: {
+        description: 'Concurrent connections from one client IP. Default: unlimited.',
+        type: 'integer',
+        minimum: 1,
+        maximum: 10000000,
+      },
+      connect_rate: {
+        description: 'New connections per second from one client IP (a token bucket, bursts up to one second\'s worth). Default: unlimited.',
+        type: 'integer',
+        minimum: 1,
+        maximum: 10000000,
+      },
+    }),
     trusted_proxies: {
       description: 'With accept_proxy: the addresses (CIDR) allowed to send a PROXY header; others are closed before any byte is read. Default: any.',
       type: 'array',
@@ -243,6 +282,30 @@ const listener = object(
   'listener',
 );
 
+const admin = object(
+  'The HTTP admin server: GET /healthz, /metrics (Prometheus), /status (JSON) and / (an HTML status page), ' +
+    'and POST /pools/POOL/servers/SERVER/state to drain, ready or maint a server. Absent: no admin server.',
+  {
+    listen: kind('bind', {
+      description:
+        'Address of the admin server: "host:port" or "[IPv6]:port". Status and metrics need no token, so keep it on loopback ' +
+        `or a private network (a warning is logged otherwise when there is no token_file). Default: ${DEFAULTS.adminListen}.`,
+      type: 'string',
+      maxLength: 300,
+      default: DEFAULTS.adminListen,
+    }),
+    token_file: {
+      description:
+        'File holding the bearer token that state changes need (Authorization: Bearer TOKEN); surrounding whitespace is ignored. ' +
+        'Read when the configuration is loaded and when the admin server starts; a relative path is relative to the working directory. ' +
+        'Absent: state changes are refused.',
+      type: 'string',
+      minLength: 1,
+      maxLength: 4096,
+    },
+  },
+);
+
 /** The JSON Schema of the configuration file (draft-07). */
 export const configSchema: JsonSchema = {
   $schema: 'http://json-schema.org/draft-07/schema#',
@@ -250,6 +313,7 @@ export const configSchema: JsonSchema = {
   ...object(
     'Configuration of l4lb, a Layer 4 TCP load balancer. Written in YAML (.yaml, .yml) or JSON (.json).',
     {
+      admin,
       log: object('Logging (JSON lines on stdout).', {
         level: {
           description: `Least severe level written: trace, debug, info, warn or error. Default: ${DEFAULTS.logLevel}.`,

@@ -19,8 +19,10 @@ export interface AccessRecord {
   termination: Termination;
 }
 
-export function logAccess(logger: Logger, record: AccessRecord): void {
-  logger.info(record, 'connection');
+/** Rejections go out at debug: a flood of them must not flood the log. */
+export function logAccess(logger: Logger, rejected: boolean, record: AccessRecord): void {
+  if (rejected) logger.debug(record, 'connection');
+  else logger.info(record, 'connection');
 }
 
 /** `1.2.3.4:5` or `[::1]:5`. */

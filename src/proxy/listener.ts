@@ -11,6 +11,10 @@ import type { Pool } from '../pool.js';
 import { Session, type SessionContext } from './session.js';
 import { CidrList } from '../net/cidr.js';
 import { ListenerStats } from './stats.js';
+import { PerSourceTable } from '../protect/per-source.js';
+
+/** How often idle per-source entries are forgotten. */
+const PER_SOURCE_SWEEP_MS = 10_000;
 
 export class Listener {
   readonly model: ListenerModel;
@@ -20,6 +24,7 @@ export class Listener {
   readonly #ctx: SessionContext;
   readonly stats = new ListenerStats();
   #closing = false;
+  #sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(model: ListenerModel, pool: Pool, logger: Logger, accessLog: boolean) {
     this.model = model;
@@ -30,6 +35,10 @@ export class Listener {
       accessLog: accessLog ? logger : null,
       logger: this.#logger,
       stats: this.stats,
+      allow: model.allow.length > 0 ? new CidrList(model.allow) : null,
+      deny: model.deny.length > 0 ? new CidrList(model.deny) : null,
+      perSource:
+        model.perSource.maxConnections > 0 || model.perSource.connectRate > 0 ? new PerSourceTable(model.perSource) : null,
       trustedProxies: model.acceptProxy && model.trustedProxies.length > 0 ? new CidrList(model.trustedProxies) : null,
       onClosed: (session) => this.#sessions.delete(session),
     };
@@ -42,6 +51,10 @@ export class Listener {
       keepAliveInitialDelay: 60_000,
     });
     this.#server.on('connection', this.#onConnection);
+    if (this.#ctx.perSource !== null) {
+      const table = this.#ctx.perSource;
+      this.#sweepTimer = setInterval(() => table.sweep(), PER_SOURCE_SWEEP_MS);
+    }
     this.#server.on('error', (err) => {
       // After listen succeeded, errors are accept failures (EMFILE...): log, keep serving.
       this.#logger.error({ err: { code: (err as NodeJS.ErrnoException).code, message: err.message } }, 'accept error');
@@ -77,6 +90,8 @@ export class Listener {
   close(): Promise<void> {
     if (this.#closing) return Promise.resolve();
     this.#closing = true;
+    clearInterval(this.#sweepTimer);
+    this.#sweepTimer = undefined;
     return new Promise((resolve) => {
       if (!this.#server.listening) return resolve();
       // net.Server#close calls back only once every connection is gone; we
@@ -97,6 +112,15 @@ export class Listener {
       return;
     }
     this.stats.accepted++;
+    const max = this.model.maxConnections;
+    if (max > 0 && this.#sessions.size >= max) {
+      // Over the listener's limit: close at once, nothing read, nothing connected.
+      socket.destroy();
+      this.stats.reject('limit');
+      this.stats.terminated('rejected_limit');
+      this.#logger.debug({ client: socket.remoteAddress, termination: 'rejected_limit' }, 'connection');
+      return;
+    }
     const session = new Session(socket, this.#ctx);
     this.#sessions.add(session);
     session.start();

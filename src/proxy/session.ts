@@ -19,6 +19,7 @@ import { formatEndpoint, logAccess, normaliseIp } from './access-log.js';
 import type { Termination } from './termination.js';
 import type { CidrList } from '../net/cidr.js';
 import type { ListenerStats, ServerCounters } from './stats.js';
+import type { PerSourceTable } from '../protect/per-source.js';
 import { ProxyHeaderError, ProxyHeaderParser, encodeV1, encodeV2, type ProxyHeader } from '../proxy-protocol.js';
 
 /** TCP keep-alive probes start after this much silence (dead peers behind NAT are found eventually). */
@@ -35,6 +36,11 @@ export interface SessionContext {
   /** With accept_proxy: who may send a PROXY header; null = anyone. */
   readonly trustedProxies: CidrList | null;
   readonly stats: ListenerStats;
+  /** Access lists; null when the listener has none. */
+  readonly allow: CidrList | null;
+  readonly deny: CidrList | null;
+  /** Per client IP limits; null when the listener has none. */
+  readonly perSource: PerSourceTable | null;
   /** Called once, after teardown. */
   readonly onClosed: (session: Session) => void;
 }
@@ -71,6 +77,8 @@ export class Session implements ServerConnection {
   #backendClosed = true;
   /** This listener's counters for the connected server. */
   #counters: ServerCounters | undefined;
+  /** The address a per-source slot was taken for, to give it back at close. */
+  #admittedIp: string | undefined;
 
   constructor(client: net.Socket, ctx: SessionContext) {
     this.#ctx = ctx;
@@ -105,7 +113,30 @@ export class Session implements ServerConnection {
       this.#readProxyHeader();
       return;
     }
-    this.#connectNext();
+    if (this.#admit()) this.#connectNext();
+  }
+
+  /**
+   * Access lists and per-source limits, checked against the client address
+   * (the PROXY header's, when there is one) before any byte goes anywhere.
+   */
+  #admit(): boolean {
+    const ctx = this.#ctx;
+    const ip = this.#clientIp;
+    if ((ctx.deny !== null && ctx.deny.has(ip)) || (ctx.allow !== null && !ctx.allow.has(ip))) {
+      ctx.stats.reject('acl');
+      this.#end('rejected_acl');
+      return false;
+    }
+    if (ctx.perSource !== null) {
+      if (!ctx.perSource.admit(ip)) {
+        ctx.stats.reject('limit');
+        this.#end('rejected_limit');
+        return false;
+      }
+      this.#admittedIp = ip;
+    }
+    return true;
   }
 
   /** Read the PROXY header (and only that) before anything else, within the handshake timeout. */
@@ -136,7 +167,7 @@ export class Session implements ServerConnection {
     // Bytes after the header belong to the client's stream: they go first to the backend.
     if (result.rest.length > 0) client.unshift(result.rest);
     this.#useProxyHeader(result.header);
-    this.#connectNext();
+    if (this.#admit()) this.#connectNext();
   };
 
   #onHeaderTimeout = (): void => {
@@ -358,9 +389,10 @@ export class Session implements ServerConnection {
       counters.bytesOut += client.bytesWritten;
     }
     ctx.stats.terminated(termination);
+    if (this.#admittedIp !== undefined) ctx.perSource!.release(this.#admittedIp);
     if (termination === 'proxy_header_error') ctx.stats.reject('proxy_header');
     if (ctx.accessLog !== null) {
-      logAccess(ctx.accessLog, {
+      logAccess(ctx.accessLog, termination === 'rejected_acl' || termination === 'rejected_limit', {
         listener: ctx.listener.name,
         client: formatEndpoint(this.#clientIp, this.#clientPort),
         sni: null,
