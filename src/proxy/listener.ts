@@ -13,6 +13,15 @@ import { CidrList } from '../net/cidr.js';
 import { ListenerStats } from './stats.js';
 import { PerSourceTable } from '../protect/per-source.js';
 
+/**
+ * How often open connections are checked for idleness: a quarter of the idle
+ * timeout, between 50 ms and 1 s, so an idle connection closes within
+ * 25% of its timeout (at most a second late).
+ */
+function idleSweepMs(idleMs: number): number {
+  return Math.min(1_000, Math.max(50, Math.floor(idleMs / 4)));
+}
+
 /** How often idle per-source entries are forgotten. */
 const PER_SOURCE_SWEEP_MS = 10_000;
 
@@ -25,6 +34,7 @@ export class Listener {
   readonly stats = new ListenerStats();
   #closing = false;
   #sweepTimer: NodeJS.Timeout | undefined;
+  #idleTimer: NodeJS.Timeout | undefined;
 
   constructor(model: ListenerModel, pool: Pool, logger: Logger, accessLog: boolean) {
     this.model = model;
@@ -51,6 +61,7 @@ export class Listener {
       keepAliveInitialDelay: 60_000,
     });
     this.#server.on('connection', this.#onConnection);
+    this.#idleTimer = setInterval(this.#checkIdle, idleSweepMs(Math.min(model.timeouts.idleMs, pool.model.timeouts.idleMs)));
     if (this.#ctx.perSource !== null) {
       const table = this.#ctx.perSource;
       this.#sweepTimer = setInterval(() => table.sweep(), PER_SOURCE_SWEEP_MS);
@@ -101,9 +112,21 @@ export class Listener {
     });
   }
 
+  #checkIdle = (): void => {
+    const now = performance.now();
+    for (const session of this.#sessions) session.checkIdle(now);
+  };
+
   /** End every open session now (drain time is over). */
   shutdown(): void {
     for (const session of this.#sessions) session.shutdown();
+  }
+
+  /** Stop accepting and release every timer; call once no session is left (or after shutdown()). Idempotent. */
+  async destroy(): Promise<void> {
+    await this.close();
+    clearInterval(this.#idleTimer);
+    this.#idleTimer = undefined;
   }
 
   #onConnection = (socket: net.Socket): void => {

@@ -53,6 +53,11 @@ const enum Phase {
 
 function noop(): void {}
 
+/** end() only if pipe() has not already: a second end() builds an error with a stack trace, per connection. */
+function endOnce(socket: net.Socket | undefined): void {
+  if (socket !== undefined && !socket.writableEnded && !socket.destroyed) socket.end();
+}
+
 export class Session implements ServerConnection {
   readonly #ctx: SessionContext;
   readonly #client: net.Socket;
@@ -77,6 +82,10 @@ export class Session implements ServerConnection {
   #backendClosed = true;
   /** This listener's counters for the connected server. */
   #counters: ServerCounters | undefined;
+  /** Idle bookkeeping for checkIdle(). */
+  #idleMs = 0;
+  #lastActive = 0;
+  #lastMoved = 0;
   /** The address a per-source slot was taken for, to give it back at close. */
   #admittedIp: string | undefined;
 
@@ -291,9 +300,11 @@ export class Session implements ServerConnection {
     // The header goes out first, before any client byte.
     if (header !== null) backend.write(header);
     this.#phase = Phase.Spliced;
-    const idleMs = Math.min(this.#ctx.listener.timeouts.idleMs, this.#ctx.pool.model.timeouts.idleMs);
-    client.setTimeout(idleMs, this.#onIdle);
-    backend.setTimeout(idleMs, this.#onIdle);
+    // Idle time is checked by the listener's sweep (see checkIdle), not by a
+    // timer per socket: a timer per connection, refreshed on every chunk, costs
+    // more than the splice itself on short connections.
+    this.#idleMs = Math.min(this.#ctx.listener.timeouts.idleMs, this.#ctx.pool.model.timeouts.idleMs);
+    this.#lastActive = performance.now();
     // pipe() gives backpressure both ways and passes the FIN on (allowHalfOpen
     // keeps the other direction open); it also resumes the paused client.
     client.pipe(backend);
@@ -320,9 +331,22 @@ export class Session implements ServerConnection {
     this.#termination ??= 'server_close';
   };
 
-  #onIdle = (): void => {
-    this.#end('idle_timeout', true);
-  };
+  /**
+   * Called by the listener's sweep: close the connection when no byte moved
+   * in either direction for the idle timeout.
+   */
+  checkIdle(now: number): void {
+    if (this.#phase !== Phase.Spliced) return;
+    const backend = this.#backend!;
+    const client = this.#client;
+    const moved = client.bytesRead + client.bytesWritten + backend.bytesRead + backend.bytesWritten;
+    if (moved !== this.#lastMoved) {
+      this.#lastMoved = moved;
+      this.#lastActive = now;
+    } else if (now - this.#lastActive >= this.#idleMs) {
+      this.#end('idle_timeout', true);
+    }
+  }
 
   #onClientClose = (hadError: boolean): void => {
     this.#clientClosed = true;
@@ -335,7 +359,7 @@ export class Session implements ServerConnection {
     // Both directions of the client are done; let the backend flush and close,
     // or drop it at once if the client vanished with an error.
     if (hadError) this.#backend?.destroy();
-    else this.#backend?.end();
+    else endOnce(this.#backend);
     this.#maybeFinish();
   };
 
@@ -343,7 +367,7 @@ export class Session implements ServerConnection {
     this.#backendClosed = true;
     this.#termination ??= 'server_close';
     if (hadError) this.#client.destroy();
-    else this.#client.end();
+    else endOnce(this.#client);
     this.#maybeFinish();
   };
 

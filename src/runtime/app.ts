@@ -61,7 +61,7 @@ export class App {
     const results = await Promise.allSettled(this.listeners.map((l) => l.start()));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
-      await Promise.all(this.listeners.map((l) => l.close()));
+      await Promise.all(this.listeners.map((l) => l.destroy()));
       this.#phase = 'stopped';
       throw failed.reason;
     }
@@ -91,6 +91,7 @@ export class App {
       for (const l of this.listeners) l.shutdown();
       await this.#waitForConnections(1_000);
     }
+    await Promise.all(this.listeners.map((l) => l.destroy()));
     for (const c of this.checkers) c.close();
     for (const p of this.pools.values()) p.close();
     this.#phase = 'stopped';
