@@ -4,8 +4,8 @@ import type { Termination } from './termination.js';
 
 export interface AccessRecord {
   listener: string;
-  /** `ip:port` of the client (`[v6]:port` for IPv6). */
-  client: string;
+  /** `ip:port` of the client (`[v6]:port` for IPv6); null if it left before its address was known. */
+  client: string | null;
   sni: string | null;
   pool: string;
   server: string | null;

@@ -82,6 +82,8 @@ export class Session implements ServerConnection {
   #backendClosed = true;
   /** This listener's counters for the connected server. */
   #counters: ServerCounters | undefined;
+  /** PROXY header bytes read from the client: not part of bytes_in. */
+  #headerBytes = 0;
   /** Idle bookkeeping for checkIdle(). */
   #idleMs = 0;
   #lastActive = 0;
@@ -106,8 +108,11 @@ export class Session implements ServerConnection {
     client.on('error', this.#onClientError);
     client.on('end', this.#onClientEnd);
     client.on('close', this.#onClientClose);
-    if (client.destroyed) {
-      this.#clientClosed = true;
+    // A client that reset right after connecting has no address any more: it
+    // is gone, not an untrusted or malformed peer.
+    if (client.destroyed || client.remoteAddress === undefined) {
+      // If 'close' was already emitted it will not come again.
+      if (client.closed) this.#clientClosed = true;
       this.#end('client_close');
       return;
     }
@@ -175,6 +180,7 @@ export class Session implements ServerConnection {
     this.#headerParser = undefined;
     // Bytes after the header belong to the client's stream: they go first to the backend.
     if (result.rest.length > 0) client.unshift(result.rest);
+    this.#headerBytes = result.header.length;
     this.#useProxyHeader(result.header);
     if (this.#admit()) this.#connectNext();
   };
@@ -409,7 +415,7 @@ export class Session implements ServerConnection {
     const counters = this.#counters;
     if (counters !== undefined) {
       counters.active--;
-      counters.bytesIn += client.bytesRead;
+      counters.bytesIn += client.bytesRead - this.#headerBytes;
       counters.bytesOut += client.bytesWritten;
     }
     ctx.stats.terminated(termination);
@@ -418,13 +424,13 @@ export class Session implements ServerConnection {
     if (ctx.accessLog !== null) {
       logAccess(ctx.accessLog, termination === 'rejected_acl' || termination === 'rejected_limit', {
         listener: ctx.listener.name,
-        client: formatEndpoint(this.#clientIp, this.#clientPort),
+        client: this.#clientIp === '' ? null : formatEndpoint(this.#clientIp, this.#clientPort),
         sni: null,
         pool: ctx.pool.name,
         server: this.#server?.name ?? null,
         connect_ms: this.#connectMs,
         duration_ms: Math.round(performance.now() - this.#startedAt),
-        bytes_in: client.bytesRead,
+        bytes_in: client.bytesRead - this.#headerBytes,
         bytes_out: client.bytesWritten,
         termination,
       });
