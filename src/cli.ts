@@ -1,9 +1,10 @@
 /**
- * The command line: `run`, `check`, `--version` (commander). Library code
+ * The command line: `run`, `check`, `status`, `server`, `--version` (commander). Library code
  * never exits the process; only this file decides exit codes.
  */
 import { readFileSync } from 'node:fs';
-import { Command, InvalidArgumentError } from 'commander';
+import { Argument, Command, InvalidArgumentError } from 'commander';
+import { AdminClientError, DEFAULT_ADMIN_URL, fetchStatus, formatStatus, resolveToken, setServerState } from './admin/client.js';
 import { loadConfig } from './config/load.js';
 import { parseDuration } from './config/duration.js';
 import { ConfigError, L4lbError, describe } from './errors.js';
@@ -41,7 +42,9 @@ export function buildProgram(): Command {
       `
 Examples:
   $ l4lb check --config /etc/l4lb/l4lb.yaml
-  $ l4lb run --config /etc/l4lb/l4lb.yaml --drain-timeout 10s`,
+  $ l4lb run --config /etc/l4lb/l4lb.yaml --drain-timeout 10s
+  $ l4lb status
+  $ l4lb server drain pg 10.0.0.12:5432 --token-file /etc/l4lb/admin.token`,
     );
 
   program
@@ -71,6 +74,7 @@ Example:
     .action(async (opts: { config: string }) => {
       try {
         const model = await loadConfig(opts.config);
+        for (const w of model.warnings) process.stderr.write(`warning: ${w}\n`);
         const servers = model.pools.reduce((n, p) => n + p.servers.length, 0);
         process.stdout.write(
           `${opts.config}: ok (${model.listeners.length} listener${model.listeners.length === 1 ? '' : 's'}, ` +
@@ -82,7 +86,52 @@ Example:
       }
     });
 
+  addAdminCommands(program);
   return program;
+}
+
+/** `status` and `server`: clients of a running instance's admin API. */
+function addAdminCommands(program: Command): void {
+  /** Prints an admin client failure and sets exit code 1. */
+  const failed = (err: unknown): void => {
+    process.stderr.write(`l4lb: ${err instanceof AdminClientError ? err.message : describe(err)}\n`);
+    process.exitCode = 1;
+  };
+  program
+    .command('status')
+    .description('print the listeners, pools and servers of a running l4lb as a table (from its admin server)')
+    .option('--admin <url>', 'admin server URL', DEFAULT_ADMIN_URL)
+    .option('--json', 'print the JSON status document instead')
+    .addHelpText('after', '\nExample:\n  $ l4lb status --admin http://127.0.0.1:9900')
+    .action(async (opts: { admin: string; json?: boolean }) => {
+      try {
+        const doc = await fetchStatus(opts.admin);
+        process.stdout.write(opts.json ? `${JSON.stringify(doc, null, 2)}\n` : formatStatus(doc));
+      } catch (err) {
+        failed(err);
+      }
+    });
+
+  program
+    .command('server')
+    .description('set the admin state of a server on a running l4lb: drain (no new connections), ready, or maint (no probes either)')
+    .addArgument(new Argument('<action>', 'the new admin state').choices(['drain', 'ready', 'maint']))
+    .argument('<pool>', 'pool name')
+    .argument('<server>', 'server name (by default its address as written, e.g. 10.0.0.12:5432)')
+    .option('--admin <url>', 'admin server URL', DEFAULT_ADMIN_URL)
+    .option('--token-file <file>', 'file holding the admin token (default: the L4LB_ADMIN_TOKEN environment variable)')
+    .addHelpText('after', '\nExample:\n  $ l4lb server drain pg 10.0.0.12:5432 --token-file /etc/l4lb/admin.token')
+    .action(async (action: 'drain' | 'ready' | 'maint', pool: string, server: string, opts: { admin: string; tokenFile?: string }) => {
+      try {
+        const token = await resolveToken(opts.tokenFile);
+        const r = await setServerState(opts.admin, token, pool, server, action);
+        process.stdout.write(
+          r.from === r.to ? `pool ${r.pool}, server ${r.server}: already ${r.to}\n` : `pool ${r.pool}, server ${r.server}: ${r.from} -> ${r.to}\n`,
+        );
+      } catch (err) {
+        failed(err);
+      }
+    });
 }
 
 async function run(configFile: string, drainMs: number): Promise<void> {
@@ -110,6 +159,7 @@ async function run(configFile: string, drainMs: number): Promise<void> {
     await root.close();
     process.exit(1);
   }
+  for (const w of model.warnings) logger.warn({ warning: w }, 'configuration warning');
   logger.info({ version: pkg.version, config: configFile, listeners: model.listeners.length, pools: model.pools.length }, 'started');
   installSignals({
     logger,

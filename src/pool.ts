@@ -8,6 +8,8 @@ import type { Candidate, Picker } from './balance/picker.js';
 import { createPicker } from './balance/index.js';
 import type { Endpoint, PoolModel, ServerModel } from './config/model.js';
 import { HealthState } from './health/state.js';
+import type tls from 'node:tls';
+import { backendTlsOptions } from './tls/backend.js';
 
 /** The operator's wish for a server, kept apart from its health. */
 export type AdminState = 'ready' | 'drain' | 'maint';
@@ -76,10 +78,13 @@ export class Pool {
   #backup: Picker<Server>;
   #onConnectFailure: ConnectFailureListener | undefined;
   #slowStartTimer: NodeJS.Timeout | undefined;
+  /** TLS to the servers: options built once (files read here), or null for plain TCP. */
+  readonly tlsOptions: tls.ConnectionOptions | null;
 
   constructor(model: PoolModel) {
     this.model = model;
     this.name = model.name;
+    this.tlsOptions = model.tls !== null ? backendTlsOptions(model.tls) : null;
     this.servers = model.servers.map((s) => new Server(s, model.health.rise, model.health.fall));
     this.#primary = this.#build(false);
     this.#backup = this.#build(true);

@@ -45,6 +45,7 @@ const poolDefaults = {
   slowStartMs: 0,
   onServerDown: 'keep',
   proxyProtocol: 'off',
+  tls: null,
 } as const;
 
 /** Listener fields the test configurations leave at their defaults. */
@@ -55,9 +56,13 @@ const listenerDefaults = {
   deny: [],
   maxConnections: 0,
   perSource: { maxConnections: 0, connectRate: 0 },
+  tls: null,
+  routes: [],
 } as const;
 
 const expectedModel: Model = {
+  admin: null,
+  warnings: [],
   log: { level: 'debug', access: false },
   listeners: [
     { name: 'postgres', bind: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' }, pool: 'pg', timeouts: { idleMs: 1_800_000, handshakeMs: 5000 }, ...listenerDefaults },
@@ -141,6 +146,8 @@ t.test('a minimal configuration gets every default', async (t) => {
     pools: [{ name: 'p', servers: [{ address: '10.0.0.1:80' }] }],
   });
   t.same(model, {
+    admin: null,
+    warnings: [],
     log: { level: 'info', access: true },
     listeners: [{ name: 'l', bind: { host: '::1', port: 0, text: '[::1]:0' }, pool: 'p', timeouts: { idleMs: 3_600_000, handshakeMs: 5000 }, ...listenerDefaults }],
     pools: [

@@ -4,7 +4,8 @@
  * them all; nothing but ConfigError or ConfigReadError ever escapes.
  */
 
-import { readFile, stat } from 'node:fs/promises';
+import { access, readFile, stat } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
 import { extname } from 'node:path';
 import { isIP } from 'node:net';
 import { Ajv, type ErrorObject } from 'ajv';
@@ -14,10 +15,25 @@ import { parseCidr } from '../net/cidr.js';
 import { ConfigError, ConfigReadError, describe, type ConfigProblem } from '../errors.js';
 import { createResolver, parseAddress } from './address.js';
 import { parseDuration } from './duration.js';
-import type { Balance, Endpoint, ListenerModel, LogLevel, Model, PoolModel, ServerModel } from './model.js';
+import type {
+  AdminModel,
+  Balance,
+  Endpoint,
+  ListenerModel,
+  ListenerTlsModel,
+  LogLevel,
+  Model,
+  PoolModel,
+  PoolTlsModel,
+  RouteModel,
+  ServerModel,
+} from './model.js';
+import { sniPatternProblem } from '../tls/sni-routes.js';
+import { loadCertificates } from '../tls/cert-store.js';
 import { BALANCES, LOG_LEVELS, VALUE_KINDS, configSchema, type JsonSchema } from './schema.js';
 import { show } from './show.js';
 import { didYouMean } from './suggest.js';
+import { readTokenFile } from './token-file.js';
 
 /** Larger files are refused unread: a real configuration is a few kilobytes. */
 const MAX_FILE_BYTES = 4 * 1024 * 1024;
@@ -285,6 +301,10 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
 
   const resolve = createResolver();
   const waits: Promise<void>[] = [];
+  /** Operator-visible doubts that do not stop the configuration (expired certificates, verify: false). */
+  const warnings: string[] = [];
+  /** Terminating listeners whose certificates are checked once their files are known readable. */
+  const certChecks: { path: string; model: ListenerTlsModel }[] = [];
   /** Parses an address and resolves it in the background; `set` receives the endpoint. */
   const address = (path: string, value: unknown, bind: boolean, set: (ep: Endpoint) => void): void => {
     if (value === undefined) return;
@@ -334,6 +354,75 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
     return out;
   };
 
+  /** A file the process must be able to read (certificates, keys, CAs). */
+  const readable = (path: string, value: unknown): string | null => {
+    if (typeof value !== 'string' || value === '') return null;
+    waits.push(
+      access(value, fsConstants.R_OK).catch((err: NodeJS.ErrnoException) =>
+        problems.add(path, `cannot read ${value}: ${err.code === 'ENOENT' ? 'no such file' : (err.code ?? err.message)}`),
+      ),
+    );
+    return value;
+  };
+
+  const listenerTls = (path: string, value: unknown): ListenerTlsModel | null => {
+    const o = asObject(value);
+    if (!o) return null;
+    const mode = oneOf(o.mode, ['terminate', 'passthrough'] as const, 'terminate');
+    const certs = (Array.isArray(o.certs) ? o.certs : []).flatMap((c, i) => {
+      const e = asObject(c);
+      if (!e || typeof e.cert !== 'string' || typeof e.key !== 'string') return [];
+      readable(`${path}.certs[${i}].cert`, e.cert);
+      readable(`${path}.certs[${i}].key`, e.key);
+      return [{ cert: e.cert, key: e.key }];
+    });
+    if (mode === 'terminate' && o.certs === undefined) problems.add(`${path}.certs`, 'terminate needs at least one certificate (certs)');
+    if (mode === 'passthrough') {
+      for (const k of ['certs', 'alpn', 'client_ca', 'ciphers'] as const) {
+        if (o[k] !== undefined) problems.add(`${path}.${k}`, 'has no effect with mode: passthrough (l4lb does not decrypt)');
+      }
+    }
+    const model: ListenerTlsModel = {
+      mode,
+      certs,
+      minVersion: oneOf(o.min_version, ['TLSv1.2', 'TLSv1.3'] as const, 'TLSv1.2'),
+      ciphers: typeof o.ciphers === 'string' ? o.ciphers : null,
+      alpn: Array.isArray(o.alpn) ? o.alpn.filter((a): a is string => typeof a === 'string') : [],
+      clientCa: readable(`${path}.client_ca`, o.client_ca),
+    };
+    if (mode === 'terminate') certChecks.push({ path, model });
+    return model;
+  };
+
+  const poolTls = (path: string, value: unknown): PoolTlsModel | null => {
+    const o = asObject(value);
+    if (!o) return null;
+    if ((o.cert === undefined) !== (o.key === undefined)) problems.add(`${path}.${o.cert === undefined ? 'cert' : 'key'}`, 'cert and key go together');
+    if (o.verify === false) warnings.push(`${path}.verify: false — server certificates are not verified`);
+    return {
+      servername: typeof o.servername === 'string' ? o.servername : null,
+      ca: readable(`${path}.ca`, o.ca),
+      verify: o.verify !== false,
+      cert: readable(`${path}.cert`, o.cert),
+      key: readable(`${path}.key`, o.key),
+    };
+  };
+
+  const routes = (path: string, value: unknown, hasTls: boolean, pools: Map<string, string> | null): RouteModel[] => {
+    if (!Array.isArray(value)) return [];
+    if (!hasTls) problems.add(path, 'SNI routes need tls (mode terminate or passthrough) on the listener');
+    const out: RouteModel[] = [];
+    for (const [i, item] of value.entries()) {
+      const r = asObject(item);
+      if (!r || typeof r.sni !== 'string' || typeof r.pool !== 'string') continue;
+      const bad = sniPatternProblem(r.sni);
+      if (bad !== undefined) problems.add(`${path}[${i}].sni`, bad);
+      if (pools !== null && !pools.has(r.pool)) problems.add(`${path}[${i}].pool`, `no pool named "${r.pool}"${didYouMean(r.pool, pools.keys())}`);
+      out.push({ sni: r.sni, pool: r.pool });
+    }
+    return out;
+  };
+
   const root = asObject(raw) ?? {};
   const unresolved: Endpoint = Object.freeze({ host: '', port: 0, text: '' });
 
@@ -374,6 +463,7 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
       slowStartMs: durationOr(`${path}.slow_start`, o.slow_start, DEFAULTS.slowStartMs),
       onServerDown: oneOf(o.on_server_down, ['keep', 'close'] as const, DEFAULTS.onServerDown),
       proxyProtocol: oneOf(o.proxy_protocol, ['off', 'v1', 'v2'] as const, 'off'),
+      tls: poolTls(`${path}.tls`, o.tls),
     };
     pools.push({ value: pool, path });
     const serverNames = new Map<string, number>();
@@ -440,6 +530,8 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
           maxConnections: intOr(asObject(o.per_source)?.max_connections, 0),
           connectRate: intOr(asObject(o.per_source)?.connect_rate, 0),
         },
+        tls: listenerTls(`${path}.tls`, o.tls),
+        routes: routes(`${path}.routes`, o.routes, o.tls !== undefined, poolNamesComplete ? poolNames : null),
       },
     };
     if (o.trusted_proxies !== undefined && o.accept_proxy !== true) {
@@ -449,38 +541,80 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
     address(`${path}.bind`, o.bind, true, (ep) => (draft.value = { ...draft.value, bind: ep }));
   }
 
+  // The admin server: its address may not clash with a listener's; its token file must be readable now.
+  let admin: Draft<AdminModel> | null = null;
+  const rawAdmin = asObject(root.admin);
+  if (rawAdmin) {
+    const tokenFile = asString(rawAdmin.token_file) ?? null;
+    const draft: Draft<AdminModel> = (admin = { path: 'admin', value: { listen: unresolved, tokenFile } });
+    address('admin.listen', rawAdmin.listen ?? DEFAULTS.adminListen, true, (ep) => (draft.value = { ...draft.value, listen: ep }));
+    if (tokenFile !== null && tokenFile !== '') {
+      waits.push(
+        readTokenFile(tokenFile).then((r) => {
+          if (typeof r === 'string') problems.add('admin.token_file', r);
+        }),
+      );
+    }
+  }
+
   await Promise.all(waits);
-  checkBinds(problems, listeners);
+  // Certificates: keys must match, files must parse; expiry is only a warning.
+  // Skipped where a file was already reported unreadable.
+  for (const { path, model: t } of certChecks) {
+    if (problems.list.some((p) => p.path.startsWith(`${path}.`))) continue;
+    const result = await loadCertificates(t.certs, {
+      ...(t.clientCa !== null ? { clientCa: t.clientCa } : {}),
+      context: { minVersion: t.minVersion, ...(t.ciphers !== null ? { ciphers: t.ciphers } : {}) },
+    });
+    for (const w of result.warnings) warnings.push(`${path}.${w}`);
+    if (!result.ok) for (const p of result.problems) problems.add(p.path === '' ? path : `${path}.${p.path}`, p.message);
+  }
+  checkBinds(problems, [
+    ...listeners.map((d) => ({ path: `${d.path}.bind`, owner: d.path, bind: d.value.bind })),
+    ...(admin ? [{ path: 'admin.listen', owner: 'admin', bind: admin.value.listen }] : []),
+  ]);
 
   const log = asObject(root.log) ?? {};
   const model: Model = {
+    admin: admin?.value ?? null,
     log: {
       level: oneOf<LogLevel>(log.level, LOG_LEVELS, DEFAULTS.logLevel),
       access: typeof log.access === 'boolean' ? log.access : DEFAULTS.accessLog,
     },
     listeners: listeners.map((d) => d.value),
     pools: pools.map((d) => d.value),
+    warnings,
   };
   return { problems: problems.sorted(), model: deepFreeze(model) };
 }
 
+/** A bound address in the configuration: a listener's `bind` or the admin `listen`. */
+interface Bind {
+  /** Path of the address itself, e.g. `listeners[1].bind`. */
+  readonly path: string;
+  /** Path of what binds it, e.g. `listeners[0]`, named in the other's message. */
+  readonly owner: string;
+  readonly bind: Endpoint;
+}
+
 /**
- * Two listeners may not bind the same port on the same address, nor on a
- * wildcard address that covers the other (`0.0.0.0` covers IPv4, `::` is
- * dual-stack in Node and covers both); the second would fail at start with
- * EADDRINUSE. Port 0 never clashes: each bind gets its own ephemeral port.
+ * Two listeners (or a listener and the admin server) may not bind the same
+ * port on the same address, nor on a wildcard address that covers the other
+ * (`0.0.0.0` covers IPv4, `::` is dual-stack in Node and covers both); the
+ * second would fail at start with EADDRINUSE. Port 0 never clashes: each
+ * bind gets its own ephemeral port.
  */
-function checkBinds(problems: Problems, listeners: readonly Draft<ListenerModel>[]): void {
+function checkBinds(problems: Problems, binds: readonly Bind[]): void {
   interface Seen {
-    byHost: Map<string, Draft<ListenerModel>>;
-    first?: Draft<ListenerModel>;
-    firstV4?: Draft<ListenerModel>;
-    anyV4?: Draft<ListenerModel>;
-    anyV6?: Draft<ListenerModel>;
+    byHost: Map<string, Bind>;
+    first?: Bind;
+    firstV4?: Bind;
+    anyV4?: Bind;
+    anyV6?: Bind;
   }
   const ports = new Map<number, Seen>();
-  for (const d of listeners) {
-    const { host, port, text } = d.value.bind;
+  for (const d of binds) {
+    const { host, port, text } = d.bind;
     if (host === '' || port === 0) continue;
     let seen = ports.get(port);
     if (!seen) ports.set(port, (seen = { byHost: new Map() }));
@@ -493,12 +627,12 @@ function checkBinds(problems: Problems, listeners: readonly Draft<ListenerModel>
       (v4 ? seen.anyV4 : undefined) ??
       (host === '0.0.0.0' ? seen.firstV4 : undefined);
     if (clash) {
-      const other = clash.value.bind.text;
+      const other = clash.bind.text;
       problems.add(
-        `${d.path}.bind`,
+        d.path,
         same && other === text
-          ? `duplicate bind address "${text}" (also ${clash.path})`
-          : `"${text}" overlaps "${other}" of ${clash.path}`,
+          ? `duplicate bind address "${text}" (also ${clash.owner})`
+          : `"${text}" overlaps "${other}" of ${clash.owner}`,
       );
       continue;
     }

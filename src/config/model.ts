@@ -52,9 +52,43 @@ export interface PoolModel {
   readonly onServerDown: OnServerDown;
   /** PROXY protocol header sent to each backend before any client byte. */
   readonly proxyProtocol: ProxyProtocolVersion;
+  readonly tls: PoolTlsModel | null;
 }
 
 export type ProxyProtocolVersion = 'off' | 'v1' | 'v2';
+
+export type TlsVersion = 'TLSv1.2' | 'TLSv1.3';
+
+/** TLS on a listener: terminated here, or passed through after reading the ClientHello's SNI. */
+export interface ListenerTlsModel {
+  readonly mode: 'terminate' | 'passthrough';
+  /** terminate: certificate and key files; the first is the default. */
+  readonly certs: readonly { readonly cert: string; readonly key: string }[];
+  readonly minVersion: TlsVersion;
+  readonly ciphers: string | null;
+  readonly alpn: readonly string[];
+  /** terminate: CA file for mutual TLS (a client certificate is then required). */
+  readonly clientCa: string | null;
+}
+
+/** SNI routing: the first route whose name matches picks the pool. */
+export interface RouteModel {
+  /** Exact name or `*.suffix`. */
+  readonly sni: string;
+  readonly pool: string;
+}
+
+/** TLS from l4lb to the servers of a pool. */
+export interface PoolTlsModel {
+  /** SNI sent and name verified; null = none sent, the server's address is verified. */
+  readonly servername: string | null;
+  /** CA file to verify servers against; null = the system's trusted CAs. */
+  readonly ca: string | null;
+  readonly verify: boolean;
+  /** Client certificate for servers that require one. */
+  readonly cert: string | null;
+  readonly key: string | null;
+}
 
 export interface ListenerModel {
   readonly name: string;
@@ -73,6 +107,8 @@ export interface ListenerModel {
   readonly maxConnections: number;
   /** Per client IP: concurrent connections and new connections per second; 0 = unlimited. */
   readonly perSource: { readonly maxConnections: number; readonly connectRate: number };
+  readonly tls: ListenerTlsModel | null;
+  readonly routes: readonly RouteModel[];
 }
 
 /** The HTTP admin server (`admin:`). */
@@ -85,6 +121,8 @@ export interface AdminModel {
 export interface Model {
   /** null: no admin server. */
   readonly admin: AdminModel | null;
+  /** Doubts that do not stop the configuration (expired certificate, verify: false); logged at start. */
+  readonly warnings: readonly string[];
   readonly log: { readonly level: LogLevel; readonly access: boolean };
   readonly listeners: readonly ListenerModel[];
   readonly pools: readonly PoolModel[];

@@ -200,6 +200,22 @@ const pool = object(
       enum: ['keep', 'close'],
       default: DEFAULTS.onServerDown,
     },
+    tls: object('Encrypt connections to this pool\'s servers (re-encryption). Absent: plain TCP.', {
+      servername: {
+        description: 'Server name sent (SNI) and verified in the server\'s certificate. Default: none; the server\'s address is verified.',
+        type: 'string',
+        minLength: 1,
+        maxLength: 253,
+      },
+      ca: { description: 'PEM file of the CA(s) that sign the servers\' certificates. Default: the system\'s trusted CAs.', type: 'string', minLength: 1, maxLength: 4096 },
+      verify: {
+        description: 'Verify the server certificate. false must be explicit and logs a warning at start. Default: true.',
+        type: 'boolean',
+        default: true,
+      },
+      cert: { description: 'PEM client certificate for servers that require one (with key).', type: 'string', minLength: 1, maxLength: 4096 },
+      key: { description: 'PEM private key of the client certificate (with cert).', type: 'string', minLength: 1, maxLength: 4096 },
+    }),
     proxy_protocol: {
       description:
         'Send a PROXY protocol header to each server so it sees the real client address: off, v1 (text) or v2 (binary, ' +
@@ -267,6 +283,49 @@ const listener = object(
         maximum: 10000000,
       },
     }),
+    tls: object(
+      'TLS on this listener. Absent: plain TCP.',
+      {
+        mode: {
+          description: 'terminate: decrypt here (certs required); passthrough: read the ClientHello\'s server name to route, forward the encrypted bytes untouched.',
+          enum: ['terminate', 'passthrough'],
+        },
+        certs: {
+          description: 'terminate: certificate and key files (PEM). The one whose names match the client\'s SNI is served; the first is the default.',
+          type: 'array',
+          minItems: 1,
+          maxItems: 1000,
+          items: object('A certificate (chain) and its private key.', {
+            cert: { description: 'PEM certificate file, leaf first.', type: 'string', minLength: 1, maxLength: 4096 },
+            key: { description: 'PEM private key file (unencrypted).', type: 'string', minLength: 1, maxLength: 4096 },
+          }, ['cert', 'key']),
+        },
+        min_version: { description: 'Lowest TLS version accepted. Default: TLSv1.2.', enum: ['TLSv1.2', 'TLSv1.3'], default: 'TLSv1.2' },
+        ciphers: { description: 'OpenSSL cipher list for TLS 1.2. Default: Node\'s.', type: 'string', minLength: 1, maxLength: 4096 },
+        alpn: {
+          description: 'terminate: protocols offered in ALPN, in order of preference, e.g. [postgresql].',
+          type: 'array',
+          maxItems: 32,
+          items: { type: 'string', minLength: 1, maxLength: 255 },
+        },
+        client_ca: {
+          description: 'terminate: PEM file of the CA(s) for mutual TLS; a client certificate signed by them is then required.',
+          type: 'string',
+          minLength: 1,
+          maxLength: 4096,
+        },
+      },
+      ['mode'],
+    ),
+    routes: {
+      description: 'SNI routing (needs tls): the first route whose sni matches sends the connection to its pool; no match uses the listener\'s pool.',
+      type: 'array',
+      maxItems: 10000,
+      items: object('One route.', {
+        sni: { description: 'An exact server name, or "*.suffix" for any name ending in ".suffix". Case-insensitive.', type: 'string', minLength: 1, maxLength: 255 },
+        pool: name('The pool that serves matching connections.'),
+      }, ['sni', 'pool']),
+    },
     trusted_proxies: {
       description: 'With accept_proxy: the addresses (CIDR) allowed to send a PROXY header; others are closed before any byte is read. Default: any.',
       type: 'array',

@@ -17,6 +17,10 @@ export interface AccessRecord {
   /** Bytes sent to the client. */
   bytes_out: number;
   termination: Termination;
+  /** TLS terminated here: the negotiated ALPN protocol (null: none). */
+  alpn?: string | null;
+  /** TLS terminated here with a client certificate: its subject CN. */
+  client_cn?: string;
 }
 
 /** Rejections go out at debug: a flood of them must not flood the log. */

@@ -12,6 +12,10 @@ import { Session, type SessionContext } from './session.js';
 import { CidrList } from '../net/cidr.js';
 import { ListenerStats } from './stats.js';
 import { PerSourceTable } from '../protect/per-source.js';
+import { ConfigError } from '../errors.js';
+import { SniRouter } from '../tls/sni-routes.js';
+import { TlsTerminator } from '../tls/terminator.js';
+import { loadCertificates, type CertLoadResult } from '../tls/cert-store.js';
 
 /**
  * How often open connections are checked for idleness: a quarter of the idle
@@ -30,18 +34,25 @@ export class Listener {
   readonly #server: net.Server;
   readonly #sessions = new Set<Session>();
   readonly #logger: Logger;
-  readonly #ctx: SessionContext;
+  readonly #ctx: { -readonly [K in keyof SessionContext]: SessionContext[K] };
   readonly stats = new ListenerStats();
   #closing = false;
   #sweepTimer: NodeJS.Timeout | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
 
-  constructor(model: ListenerModel, pool: Pool, logger: Logger, accessLog: boolean) {
+  /**
+   * @param pools every pool by name: the listener's own and those its routes name.
+   */
+  constructor(model: ListenerModel, pools: ReadonlyMap<string, Pool>, logger: Logger, accessLog: boolean) {
     this.model = model;
     this.#logger = logger.child({ listener: model.name });
+    const pool = pools.get(model.pool)!;
     this.#ctx = {
       listener: model,
       pool,
+      terminator: null,
+      router: model.routes.length > 0 ? new SniRouter(model.routes.map((r) => ({ sni: r.sni, target: pools.get(r.pool)! }))) : null,
+      backendTls: (p) => p.tlsOptions,
       accessLog: accessLog ? logger : null,
       logger: this.#logger,
       stats: this.stats,
@@ -80,6 +91,55 @@ export class Listener {
   /** The bound address (useful with port 0). */
   address(): net.AddressInfo {
     return this.#server.address() as net.AddressInfo;
+  }
+
+  /**
+   * Load what the listener needs before it may accept: its certificates.
+   * Rejects with ConfigError naming the files; warnings (expired
+   * certificates) are logged.
+   */
+  async prepare(): Promise<void> {
+    const tlsModel = this.model.tls;
+    if (tlsModel === null || tlsModel.mode !== 'terminate') return;
+    const result = await this.#loadCertificates();
+    if (!result.ok) throw this.#certProblems(result);
+    this.#ctx.terminator = new TlsTerminator(tlsModel, result.store, this.model.timeouts.handshakeMs);
+  }
+
+  /**
+   * Re-read certificate and key files: new handshakes use them, open
+   * connections keep theirs. A bad file leaves the current ones serving and
+   * rejects with ConfigError.
+   */
+  async reloadCertificates(): Promise<void> {
+    const terminator = this.#ctx.terminator;
+    if (terminator === null) return;
+    const result = await terminator.store.reload();
+    if (!result.ok) throw this.#certProblems(result);
+    for (const w of result.warnings) this.#logger.warn({ warning: w }, 'certificate warning');
+    terminator.setStore(result.store);
+    this.#logger.info({ certificates: result.store.certificates.length }, 'certificates reloaded');
+  }
+
+  async #loadCertificates(): Promise<CertLoadResult> {
+    const t = this.model.tls!;
+    const result = await loadCertificates(t.certs, {
+      ...(t.clientCa !== null ? { clientCa: t.clientCa } : {}),
+      context: { minVersion: t.minVersion, ...(t.ciphers !== null ? { ciphers: t.ciphers } : {}) },
+    });
+    for (const w of result.warnings) this.#logger.warn({ warning: w }, 'certificate warning');
+    return result;
+  }
+
+  #certProblems(result: Extract<CertLoadResult, { ok: false }>): ConfigError {
+    const index = this.#listenerIndex;
+    return new ConfigError(
+      result.problems.map((p) => ({ path: `${index}.tls.${p.path}`.replace(/\.$/, ''), message: p.message })),
+    );
+  }
+
+  get #listenerIndex(): string {
+    return `listener ${this.model.name}`;
   }
 
   /** Bind and start accepting. Rejects with ListenError. */

@@ -3,24 +3,41 @@
  * and every timer; whatever happens first, teardown runs exactly once and
  * writes one access log line.
  *
- * Path: (PROXY header in) → pick → connect (retrying other servers) →
- * (PROXY header out) → splice → close and log. The client is not read until
- * its backend is connected (the listener accepts with pauseOnConnect), except
- * for the PROXY header, so nothing is buffered for a backend that might never
- * answer.
+ * Path: (PROXY header in) → ACL/limits → (TLS handshake, or ClientHello
+ * peek) → route → pick → connect, retrying other servers → (PROXY header
+ * out) → (TLS to the server) → splice → close and log.
+ *
+ * The client is not read until its backend is connected (the listener
+ * accepts with pauseOnConnect), except for what the PROXY header, the TLS
+ * handshake or the ClientHello must read, so nothing is buffered for a
+ * backend that might never answer. Every phase before the splice runs under
+ * one deadline, the listener's `timeouts.handshake`.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import type { ListenerModel } from '../config/model.js';
 import { formatDuration } from '../config/duration.js';
 import type { Logger } from '../log.js';
 import type { Pool, Server, ServerConnection } from '../pool.js';
-import { formatEndpoint, logAccess, normaliseIp } from './access-log.js';
-import type { Termination } from './termination.js';
 import type { CidrList } from '../net/cidr.js';
-import type { ListenerStats, ServerCounters } from './stats.js';
 import type { PerSourceTable } from '../protect/per-source.js';
-import { ProxyHeaderError, ProxyHeaderParser, encodeV1, encodeV2, type ProxyHeader } from '../proxy-protocol.js';
+import {
+  PP2_CLIENT_CERT_CONN,
+  PP2_CLIENT_SSL,
+  ProxyHeaderError,
+  ProxyHeaderParser,
+  encodeV1,
+  encodeV2,
+  type ProxyHeader,
+  type ProxyTlvInput,
+} from '../proxy-protocol.js';
+import { ClientHelloError, ClientHelloReader } from '../tls/client-hello.js';
+import type { SniRouter } from '../tls/sni-routes.js';
+import { tlsDetails, type HandshakeOwner, type TlsDetails, type TlsTerminator } from '../tls/terminator.js';
+import { formatEndpoint, logAccess, normaliseIp } from './access-log.js';
+import type { ListenerStats, ServerCounters } from './stats.js';
+import type { Termination } from './termination.js';
 
 /** TCP keep-alive probes start after this much silence (dead peers behind NAT are found eventually). */
 const KEEPALIVE_DELAY_MS = 60_000;
@@ -28,10 +45,11 @@ const KEEPALIVE_DELAY_MS = 60_000;
 /** What every session of one listener shares. */
 export interface SessionContext {
   readonly listener: ListenerModel;
+  /** The listener's pool: used when no route matches. */
   readonly pool: Pool;
   /** Access log sink; null when access logging is off. */
   readonly accessLog: Logger | null;
-  /** Debug-level events (rejected headers); the listener's logger. */
+  /** Debug-level events (rejected headers, failed handshakes); the listener's logger. */
   readonly logger: Logger;
   /** With accept_proxy: who may send a PROXY header; null = anyone. */
   readonly trustedProxies: CidrList | null;
@@ -41,11 +59,19 @@ export interface SessionContext {
   readonly deny: CidrList | null;
   /** Per client IP limits; null when the listener has none. */
   readonly perSource: PerSourceTable | null;
+  /** tls.mode terminate: the handshake engine (its certificates can be swapped on reload). */
+  readonly terminator: TlsTerminator | null;
+  /** SNI routes to pools; null when the listener has none. */
+  readonly router: SniRouter<Pool> | null;
+  /** TLS options per pool that re-encrypts to its servers. */
+  readonly backendTls: (pool: Pool) => tls.ConnectionOptions | null;
   /** Called once, after teardown. */
   readonly onClosed: (session: Session) => void;
 }
 
 const enum Phase {
+  /** PROXY header, TLS handshake or ClientHello: under the handshake deadline. */
+  Handshake,
   Connecting,
   Spliced,
   Closed,
@@ -58,19 +84,31 @@ function endOnce(socket: net.Socket | undefined): void {
   if (socket !== undefined && !socket.writableEnded && !socket.destroyed) socket.end();
 }
 
-export class Session implements ServerConnection {
+export class Session implements ServerConnection, HandshakeOwner {
   readonly #ctx: SessionContext;
-  readonly #client: net.Socket;
+  /** The accepted TCP socket. */
+  readonly #raw: net.Socket;
+  /** What is spliced on the client side: the raw socket, or the TLS socket over it. */
+  #client: net.Socket;
   /** The client as everything after accept sees it: from the PROXY header when one was accepted. */
   #clientIp: string;
   #clientPort: number | undefined;
   /** Where the client connected to (from the PROXY header, or our socket). */
   #destIp: string | undefined;
   #destPort: number | undefined;
-  #headerTimer: NodeJS.Timeout | undefined;
-  #headerParser: ProxyHeaderParser | undefined;
   readonly #startedAt = performance.now();
-  #phase = Phase.Connecting;
+  #phase = Phase.Handshake;
+  /** Termination if the handshake deadline passes in the current step. */
+  #handshakeFailure: Termination = 'proxy_header_error';
+  #handshakeTimer: NodeJS.Timeout | undefined;
+  #headerParser: ProxyHeaderParser | undefined;
+  #helloReader: ClientHelloReader | undefined;
+  /** PROXY header bytes read from the client: not part of bytes_in. */
+  #headerBytes = 0;
+  #sni: string | null = null;
+  /** Set when TLS was terminated here. */
+  #tls: TlsDetails | null = null;
+  #pool: Pool;
   #backend: net.Socket | undefined;
   #server: Server | undefined;
   #tried: Set<Server> | undefined;
@@ -82,8 +120,6 @@ export class Session implements ServerConnection {
   #backendClosed = true;
   /** This listener's counters for the connected server. */
   #counters: ServerCounters | undefined;
-  /** PROXY header bytes read from the client: not part of bytes_in. */
-  #headerBytes = 0;
   /** Idle bookkeeping for checkIdle(). */
   #idleMs = 0;
   #lastActive = 0;
@@ -93,7 +129,9 @@ export class Session implements ServerConnection {
 
   constructor(client: net.Socket, ctx: SessionContext) {
     this.#ctx = ctx;
+    this.#raw = client;
     this.#client = client;
+    this.#pool = ctx.pool;
     this.#clientIp = normaliseIp(client.remoteAddress);
     this.#clientPort = client.remotePort;
   }
@@ -116,19 +154,96 @@ export class Session implements ServerConnection {
       this.#end('client_close');
       return;
     }
-    if (this.#ctx.listener.acceptProxy) {
+    const listener = this.#ctx.listener;
+    if (listener.acceptProxy || listener.tls !== null) {
+      this.#handshakeTimer = setTimeout(this.#onHandshakeTimeout, listener.timeouts.handshakeMs);
+    }
+    if (listener.acceptProxy) {
       const trusted = this.#ctx.trustedProxies;
       if (trusted !== null && !trusted.has(client.remoteAddress)) {
         // Not an upstream we trust: close before reading a single byte.
-        this.#ctx.logger.debug({ client: formatEndpoint(this.#clientIp, this.#clientPort) }, 'PROXY header from an untrusted address');
+        this.#ctx.logger.debug({ client: this.#clientText(), reason: 'untrusted' }, 'PROXY header refused');
         this.#end('proxy_header_error');
         return;
       }
       this.#readProxyHeader();
       return;
     }
-    if (this.#admit()) this.#connectNext();
+    if (this.#admit()) this.#afterAdmit();
   }
+
+  /** Close both sides now (drain timeout reached). */
+  shutdown(): void {
+    this.#end('shutdown');
+  }
+
+  /** The server was marked down and its pool says `on_server_down: close`. */
+  closeForServerDown(): void {
+    this.#end('server_close');
+  }
+
+  /**
+   * Called by the listener's sweep: close the connection when no byte moved
+   * in either direction for the idle timeout.
+   */
+  checkIdle(now: number): void {
+    if (this.#phase !== Phase.Spliced) return;
+    const backend = this.#backend!;
+    const client = this.#client;
+    const moved = client.bytesRead + client.bytesWritten + backend.bytesRead + backend.bytesWritten;
+    if (moved !== this.#lastMoved) {
+      this.#lastMoved = moved;
+      this.#lastActive = now;
+    } else if (now - this.#lastActive >= this.#idleMs) {
+      this.#end('idle_timeout');
+    }
+  }
+
+  // ---- PROXY header in ------------------------------------------------------
+
+  /** Read the PROXY header (and only that) before anything else. */
+  #readProxyHeader(): void {
+    this.#headerParser = new ProxyHeaderParser();
+    this.#client.on('data', this.#onHeaderData);
+    this.#client.resume();
+  }
+
+  #onHeaderData = (chunk: Buffer): void => {
+    let result;
+    try {
+      result = this.#headerParser!.push(chunk);
+    } catch (err) {
+      const reason = err instanceof ProxyHeaderError ? err.reason : 'internal';
+      this.#ctx.logger.debug({ client: this.#clientText(), reason }, 'PROXY header refused');
+      this.#end('proxy_header_error');
+      return;
+    }
+    if (result.state === 'need_more') return;
+    this.#stopReading(this.#onHeaderData, result.rest);
+    this.#headerParser = undefined;
+    this.#headerBytes = result.header.length;
+    this.#useProxyHeader(result.header);
+    if (this.#admit()) this.#afterAdmit();
+  };
+
+  /** From here on the client is the one the header names (unless LOCAL/UNKNOWN: the real peer). */
+  #useProxyHeader(header: ProxyHeader): void {
+    if (header.source === undefined || header.destination === undefined) return;
+    this.#clientIp = normaliseIp(header.source.address);
+    this.#clientPort = header.source.port;
+    this.#destIp = normaliseIp(header.destination.address);
+    this.#destPort = header.destination.port;
+  }
+
+  /** Pause the client and give back bytes read past what a phase needed: they go to the backend first. */
+  #stopReading(listener: (chunk: Buffer) => void, rest: Buffer): void {
+    const client = this.#client;
+    client.pause();
+    client.removeListener('data', listener);
+    if (rest.length > 0) client.unshift(rest);
+  }
+
+  // ---- ACL and limits -------------------------------------------------------
 
   /**
    * Access lists and per-source limits, checked against the client address
@@ -153,78 +268,98 @@ export class Session implements ServerConnection {
     return true;
   }
 
-  /** Read the PROXY header (and only that) before anything else, within the handshake timeout. */
-  #readProxyHeader(): void {
-    this.#headerParser = new ProxyHeaderParser();
-    this.#headerTimer = setTimeout(this.#onHeaderTimeout, this.#ctx.listener.timeouts.handshakeMs);
-    this.#client.on('data', this.#onHeaderData);
-    this.#client.resume();
+  #afterAdmit(): void {
+    const tlsModel = this.#ctx.listener.tls;
+    if (tlsModel === null) return this.#route();
+    this.#handshakeFailure = 'tls_error';
+    if (tlsModel.mode === 'passthrough') {
+      this.#helloReader = new ClientHelloReader();
+      this.#client.on('data', this.#onHelloData);
+      this.#client.resume();
+    } else {
+      this.#ctx.terminator!.accept(this.#raw, this);
+    }
   }
 
-  #onHeaderData = (chunk: Buffer): void => {
+  // ---- TLS passthrough: read the ClientHello, forward it unchanged ---------
+
+  #onHelloData = (chunk: Buffer): void => {
     let result;
     try {
-      result = this.#headerParser!.push(chunk);
+      result = this.#helloReader!.push(chunk);
     } catch (err) {
-      const reason = err instanceof ProxyHeaderError ? err.reason : 'internal';
-      this.#ctx.logger.debug({ client: formatEndpoint(this.#clientIp, this.#clientPort), reason }, 'invalid PROXY header');
-      this.#end('proxy_header_error');
+      this.#tlsFailed(err instanceof ClientHelloError ? `ClientHello ${err.reason}` : 'ClientHello unreadable');
       return;
     }
     if (result.state === 'need_more') return;
-    const client = this.#client;
-    client.pause();
-    client.removeListener('data', this.#onHeaderData);
-    clearTimeout(this.#headerTimer);
-    this.#headerTimer = undefined;
-    this.#headerParser = undefined;
-    // Bytes after the header belong to the client's stream: they go first to the backend.
-    if (result.rest.length > 0) client.unshift(result.rest);
-    this.#headerBytes = result.header.length;
-    this.#useProxyHeader(result.header);
-    if (this.#admit()) this.#connectNext();
+    this.#helloReader = undefined;
+    this.#stopReading(this.#onHelloData, result.buffered);
+    this.#sni = result.hello.sni;
+    this.#route();
   };
 
-  #onHeaderTimeout = (): void => {
-    this.#headerTimer = undefined;
-    this.#ctx.logger.debug({ client: formatEndpoint(this.#clientIp, this.#clientPort), reason: 'timeout' }, 'invalid PROXY header');
-    this.#end('proxy_header_error');
+  // ---- TLS termination ------------------------------------------------------
+
+  /** The handshake finished: from now on the TLS socket is the client. */
+  onTlsSecure(socket: tls.TLSSocket): void {
+    if (this.#phase !== Phase.Handshake) {
+      socket.destroy();
+      return;
+    }
+    const raw = this.#raw;
+    raw.removeListener('error', this.#onClientError);
+    raw.removeListener('end', this.#onClientEnd);
+    raw.removeListener('close', this.#onClientClose);
+    // The TLS socket owns the raw one now and reports its errors.
+    raw.on('error', noop);
+    this.#client = socket;
+    socket.on('error', this.#onClientError);
+    socket.on('end', this.#onClientEnd);
+    socket.on('close', this.#onClientClose);
+    // Nothing is read until the backend is connected.
+    socket.pause();
+    this.#tls = tlsDetails(socket);
+    this.#sni = this.#tls.sni;
+    this.#route();
+  }
+
+  onTlsError(err: Error): void {
+    if (this.#phase !== Phase.Handshake) return;
+    const code = (err as NodeJS.ErrnoException).code;
+    this.#tlsFailed(code ?? err.message);
+  }
+
+  /** A failed handshake: counted, logged once at info with the reason. */
+  #tlsFailed(reason: string): void {
+    this.#ctx.stats.tlsHandshakeFailures++;
+    this.#ctx.logger.info({ client: this.#clientText(), reason }, 'TLS handshake failed');
+    this.#end('tls_error');
+  }
+
+  #onHandshakeTimeout = (): void => {
+    this.#handshakeTimer = undefined;
+    const reason = `timeout after ${formatDuration(this.#ctx.listener.timeouts.handshakeMs)}`;
+    if (this.#handshakeFailure === 'tls_error') {
+      this.#tlsFailed(reason);
+    } else {
+      this.#ctx.logger.debug({ client: this.#clientText(), reason }, 'PROXY header refused');
+      this.#end('proxy_header_error');
+    }
   };
 
-  /** From here on the client is the one the header names (unless LOCAL/UNKNOWN: the real peer). */
-  #useProxyHeader(header: ProxyHeader): void {
-    if (header.source === undefined || header.destination === undefined) return;
-    this.#clientIp = normaliseIp(header.source.address);
-    this.#clientPort = header.source.port;
-    this.#destIp = normaliseIp(header.destination.address);
-    this.#destPort = header.destination.port;
-  }
+  // ---- route, pick, connect -------------------------------------------------
 
-  /** The PROXY header for the backend, or null when the pool sends none. */
-  #outgoingHeader(): Buffer | null {
-    const version = this.#ctx.pool.model.proxyProtocol;
-    if (version === 'off') return null;
-    const client = this.#client;
-    const src = { address: this.#clientIp, port: this.#clientPort ?? 0 };
-    const dst = {
-      address: this.#destIp ?? normaliseIp(client.localAddress),
-      port: this.#destPort ?? client.localPort ?? 0,
-    };
-    return version === 'v1' ? encodeV1(src, dst) : encodeV2({ command: 'PROXY', src, dst });
-  }
-
-  /** Close both sides now (drain timeout reached). */
-  shutdown(): void {
-    this.#end('shutdown');
-  }
-
-  /** The server was marked down and its pool says `on_server_down: close`. */
-  closeForServerDown(): void {
-    this.#end('server_close');
+  #route(): void {
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = undefined;
+    this.#phase = Phase.Connecting;
+    const router = this.#ctx.router;
+    if (router !== null) this.#pool = router.match(this.#sni) ?? this.#ctx.pool;
+    this.#connectNext();
   }
 
   #connectNext(): void {
-    const pool = this.#ctx.pool;
+    const pool = this.#pool;
     const server = pool.pick(this.#clientIp, this.#tried);
     if (server === undefined) {
       this.#end(this.#attempts === 0 ? 'no_server' : 'connect_failed');
@@ -244,10 +379,14 @@ export class Session implements ServerConnection {
     this.#backend = backend;
     this.#backendClosed = false;
     backend.once('connect', this.#onBackendConnect);
+    this.#watchBackend(backend);
+    this.#connectTimer = setTimeout(this.#onConnectTimeout, pool.model.timeouts.connectMs);
+  }
+
+  #watchBackend(backend: net.Socket): void {
     backend.on('error', this.#onBackendError);
     backend.on('end', this.#onBackendEnd);
     backend.on('close', this.#onBackendClose);
-    this.#connectTimer = setTimeout(this.#onConnectTimeout, pool.model.timeouts.connectMs);
   }
 
   /** A connect attempt failed: count it, forget that socket, try another server or give up. */
@@ -263,11 +402,11 @@ export class Session implements ServerConnection {
     this.#backendClosed = true;
     server.active--;
     this.#server = undefined;
-    this.#ctx.pool.reportConnectFailure(server, reason);
+    this.#pool.reportConnectFailure(server, reason);
     (this.#tried ??= new Set()).add(server);
     if (this.#clientClosed) {
       this.#end('client_close');
-    } else if (this.#attempts <= this.#ctx.pool.model.retries) {
+    } else if (this.#attempts <= this.#pool.model.retries) {
       this.#connectNext();
     } else {
       this.#end('connect_failed');
@@ -276,10 +415,38 @@ export class Session implements ServerConnection {
 
   #onConnectTimeout = (): void => {
     this.#connectTimer = undefined;
-    this.#connectFailed(`connect timeout after ${formatDuration(this.#ctx.pool.model.timeouts.connectMs)}`);
+    this.#connectFailed(`connect timeout after ${formatDuration(this.#pool.model.timeouts.connectMs)}`);
   };
 
+  /** TCP is up: send the PROXY header, then either splice or start TLS to the server. */
   #onBackendConnect = (): void => {
+    const raw = this.#backend!;
+    let header: Buffer | null;
+    try {
+      header = this.#outgoingHeader();
+    } catch {
+      // Addresses gone (the client vanished mid-connect): nothing to relay for.
+      this.#end('client_close');
+      return;
+    }
+    // The header goes out first, before any client byte (and before TLS to the server).
+    if (header !== null) raw.write(header);
+    const tlsOptions = this.#ctx.backendTls(this.#pool);
+    if (tlsOptions === null) {
+      this.#onBackendReady();
+      return;
+    }
+    raw.removeListener('error', this.#onBackendError);
+    raw.removeListener('end', this.#onBackendEnd);
+    raw.removeListener('close', this.#onBackendClose);
+    raw.on('error', noop);
+    const secure = tls.connect({ ...tlsOptions, socket: raw, host: this.#server!.address.host });
+    this.#backend = secure;
+    secure.once('secureConnect', this.#onBackendReady);
+    this.#watchBackend(secure);
+  };
+
+  #onBackendReady = (): void => {
     clearTimeout(this.#connectTimer);
     this.#connectTimer = undefined;
     const client = this.#client;
@@ -295,21 +462,11 @@ export class Session implements ServerConnection {
       this.#end('client_close');
       return;
     }
-    let header: Buffer | null;
-    try {
-      header = this.#outgoingHeader();
-    } catch {
-      // Addresses gone (the client vanished mid-connect): nothing to relay for.
-      this.#end('client_close');
-      return;
-    }
-    // The header goes out first, before any client byte.
-    if (header !== null) backend.write(header);
     this.#phase = Phase.Spliced;
     // Idle time is checked by the listener's sweep (see checkIdle), not by a
     // timer per socket: a timer per connection, refreshed on every chunk, costs
     // more than the splice itself on short connections.
-    this.#idleMs = Math.min(this.#ctx.listener.timeouts.idleMs, this.#ctx.pool.model.timeouts.idleMs);
+    this.#idleMs = Math.min(this.#ctx.listener.timeouts.idleMs, this.#pool.model.timeouts.idleMs);
     this.#lastActive = performance.now();
     // pipe() gives backpressure both ways and passes the FIN on (allowHalfOpen
     // keeps the other direction open); it also resumes the paused client.
@@ -317,16 +474,50 @@ export class Session implements ServerConnection {
     backend.pipe(client);
   };
 
+  /** The PROXY header for the backend, or null when the pool sends none. */
+  #outgoingHeader(): Buffer | null {
+    const version = this.#pool.model.proxyProtocol;
+    if (version === 'off') return null;
+    const raw = this.#raw;
+    const src = { address: this.#clientIp, port: this.#clientPort ?? 0 };
+    const dst = {
+      address: this.#destIp ?? normaliseIp(raw.localAddress),
+      port: this.#destPort ?? raw.localPort ?? 0,
+    };
+    if (version === 'v1') return encodeV1(src, dst);
+    return encodeV2({ command: 'PROXY', src, dst, tlvs: this.#tlvs() });
+  }
+
+  /** v2 TLVs: the SNI when known; ALPN and SSL details when TLS was terminated here. */
+  #tlvs(): ProxyTlvInput | undefined {
+    const t = this.#tls;
+    if (t === null) return this.#sni === null ? undefined : { authority: this.#sni };
+    return {
+      ...(t.sni !== null ? { authority: t.sni } : {}),
+      ...(t.alpn !== null ? { alpn: t.alpn } : {}),
+      ssl: {
+        client: PP2_CLIENT_SSL | (t.clientCertPresented ? PP2_CLIENT_CERT_CONN : 0),
+        // 0 = a client certificate was presented and verified.
+        verify: t.clientCertVerified ? 0 : 1,
+        ...(t.version !== null ? { version: t.version } : {}),
+        ...(t.cipher !== null ? { cipher: t.cipher } : {}),
+        ...(t.clientCn !== null ? { cn: t.clientCn } : {}),
+      },
+    };
+  }
+
+  // ---- socket events ----------------------------------------------------------
+
   #onBackendError = (err: NodeJS.ErrnoException): void => {
     if (this.#phase === Phase.Connecting) {
       this.#connectFailed(err.code ? `connect ${err.code}` : `connect ${err.message}`);
       return;
     }
-    this.#end('server_close', true);
+    this.#end('server_close');
   };
 
   #onClientError = (): void => {
-    this.#end('client_close', true);
+    this.#end('client_close');
   };
 
   #onClientEnd = (): void => {
@@ -337,28 +528,11 @@ export class Session implements ServerConnection {
     this.#termination ??= 'server_close';
   };
 
-  /**
-   * Called by the listener's sweep: close the connection when no byte moved
-   * in either direction for the idle timeout.
-   */
-  checkIdle(now: number): void {
-    if (this.#phase !== Phase.Spliced) return;
-    const backend = this.#backend!;
-    const client = this.#client;
-    const moved = client.bytesRead + client.bytesWritten + backend.bytesRead + backend.bytesWritten;
-    if (moved !== this.#lastMoved) {
-      this.#lastMoved = moved;
-      this.#lastActive = now;
-    } else if (now - this.#lastActive >= this.#idleMs) {
-      this.#end('idle_timeout', true);
-    }
-  }
-
   #onClientClose = (hadError: boolean): void => {
     this.#clientClosed = true;
-    if (this.#phase === Phase.Connecting) {
-      // The client gave up while we were connecting: stop the attempt.
-      this.#end('client_close', true);
+    if (this.#phase !== Phase.Spliced) {
+      // The client gave up before the splice: stop whatever was under way.
+      this.#end('client_close');
       return;
     }
     this.#termination ??= 'client_close';
@@ -371,34 +545,34 @@ export class Session implements ServerConnection {
 
   #onBackendClose = (hadError: boolean): void => {
     this.#backendClosed = true;
+    if (this.#phase === Phase.Connecting) {
+      // Closed during a TLS handshake to the server without an error event.
+      this.#end('connect_failed');
+      return;
+    }
     this.#termination ??= 'server_close';
     if (hadError) this.#client.destroy();
     else endOnce(this.#client);
     this.#maybeFinish();
   };
 
-  /**
-   * Record why the connection ends (the first reason wins) and close. With
-   * `force` or outside the splice, both sockets are destroyed at once.
-   */
-  #end(reason: Termination, force = true): void {
+  // ---- teardown ---------------------------------------------------------------
+
+  /** Record why the connection ends (the first reason wins) and close both sides now. */
+  #end(reason: Termination): void {
     this.#termination ??= reason;
-    if (force || this.#phase !== Phase.Spliced) {
-      if (this.#connectTimer !== undefined) {
-        clearTimeout(this.#connectTimer);
-        this.#connectTimer = undefined;
-      }
-      if (this.#headerTimer !== undefined) {
-        clearTimeout(this.#headerTimer);
-        this.#headerTimer = undefined;
-      }
-      this.#client.destroy();
-      this.#backend?.destroy();
-      if (this.#phase === Phase.Connecting) {
-        // Connect listeners may never fire now; close events settle the rest.
-        this.#backend?.removeListener('connect', this.#onBackendConnect);
-      }
+    clearTimeout(this.#connectTimer);
+    this.#connectTimer = undefined;
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = undefined;
+    if (this.#phase === Phase.Connecting) {
+      // Connect listeners may never fire now; close events settle the rest.
+      this.#backend?.removeListener('connect', this.#onBackendConnect);
+      this.#backend?.removeListener('secureConnect', this.#onBackendReady);
     }
+    this.#client.destroy();
+    if (this.#client !== this.#raw) this.#raw.destroy();
+    this.#backend?.destroy();
     this.#maybeFinish();
   }
 
@@ -412,29 +586,36 @@ export class Session implements ServerConnection {
     const ctx = this.#ctx;
     const client = this.#client;
     const termination = this.#termination ?? 'client_close';
+    const bytesIn = client === this.#raw ? client.bytesRead - this.#headerBytes : client.bytesRead;
     const counters = this.#counters;
     if (counters !== undefined) {
       counters.active--;
-      counters.bytesIn += client.bytesRead - this.#headerBytes;
+      counters.bytesIn += bytesIn;
       counters.bytesOut += client.bytesWritten;
     }
     ctx.stats.terminated(termination);
     if (this.#admittedIp !== undefined) ctx.perSource!.release(this.#admittedIp);
     if (termination === 'proxy_header_error') ctx.stats.reject('proxy_header');
     if (ctx.accessLog !== null) {
+      const t = this.#tls;
       logAccess(ctx.accessLog, termination === 'rejected_acl' || termination === 'rejected_limit', {
         listener: ctx.listener.name,
-        client: this.#clientIp === '' ? null : formatEndpoint(this.#clientIp, this.#clientPort),
-        sni: null,
-        pool: ctx.pool.name,
+        client: this.#clientText(),
+        sni: this.#sni,
+        pool: this.#pool.name,
         server: this.#server?.name ?? null,
         connect_ms: this.#connectMs,
         duration_ms: Math.round(performance.now() - this.#startedAt),
-        bytes_in: client.bytesRead - this.#headerBytes,
+        bytes_in: bytesIn,
         bytes_out: client.bytesWritten,
         termination,
+        ...(t !== null ? { alpn: t.alpn, ...(t.clientCn !== null ? { client_cn: t.clientCn } : {}) } : {}),
       });
     }
     ctx.onClosed(this);
+  }
+
+  #clientText(): string | null {
+    return this.#clientIp === '' ? null : formatEndpoint(this.#clientIp, this.#clientPort);
   }
 }

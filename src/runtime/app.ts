@@ -12,6 +12,7 @@ import { HealthChecker } from '../health/checker.js';
 import type { ProxyProtocolVersion } from '../config/model.js';
 import { encodeV1Local, encodeV2 } from '../proxy-protocol.js';
 import type net from 'node:net';
+import { AdminServer } from '../admin/server.js';
 
 /** Probes of a pool that sends PROXY headers carry one too, so strict backends accept them. */
 function probeHeader(version: ProxyProtocolVersion): ((socket: net.Socket) => Buffer) | null {
@@ -30,6 +31,8 @@ export class App {
   readonly pools: ReadonlyMap<string, Pool>;
   readonly listeners: readonly Listener[];
   readonly checkers: readonly HealthChecker[];
+  /** The admin HTTP server (`admin:`), or null. Up from start() until the very end of stop(). */
+  readonly admin: AdminServer | null;
   readonly #logger: Logger;
   #phase: Phase = 'created';
   #stopping: Promise<void> | undefined;
@@ -40,8 +43,9 @@ export class App {
     const pools = new Map<string, Pool>();
     for (const p of model.pools) pools.set(p.name, new Pool(p));
     this.pools = pools;
-    this.listeners = model.listeners.map((l) => new Listener(l, pools.get(l.pool)!, logger, model.log.access));
+    this.listeners = model.listeners.map((l) => new Listener(l, pools, logger, model.log.access));
     this.checkers = [...pools.values()].map((p) => new HealthChecker(p, logger, { proxyHeader: probeHeader(p.model.proxyProtocol) }));
+    this.admin = model.admin === null ? null : new AdminServer(this, model.admin, logger);
   }
 
   get phase(): Phase {
@@ -58,10 +62,16 @@ export class App {
   /** Bind every listener; if one fails, close those already bound and reject. */
   async start(): Promise<void> {
     if (this.#phase !== 'created') throw new Error(`App.start() in phase ${this.#phase}`);
-    const results = await Promise.allSettled(this.listeners.map((l) => l.start()));
+    const results = await Promise.allSettled([
+      ...this.listeners.map(async (l) => {
+        await l.prepare();
+        await l.start();
+      }),
+      this.admin?.start(),
+    ]);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
-      await Promise.all(this.listeners.map((l) => l.destroy()));
+      await Promise.all([...this.listeners.map((l) => l.destroy()), this.admin?.close()]);
       this.#phase = 'stopped';
       throw failed.reason;
     }
@@ -94,6 +104,8 @@ export class App {
     await Promise.all(this.listeners.map((l) => l.destroy()));
     for (const c of this.checkers) c.close();
     for (const p of this.pools.values()) p.close();
+    // Last: /healthz answered "draining" all along.
+    await this.admin?.close();
     this.#phase = 'stopped';
   }
 
