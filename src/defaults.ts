@@ -27,4 +27,6 @@ export const DEFAULTS = Object.freeze({
   slowStartMs: 0,
   /** Keep: a server marked down by probes may still be serving its open connections fine. */
   onServerDown: 'keep' as const,
+  /** Loopback: status and metrics need no token, so they are not offered to the network unless asked for. */
+  adminListen: '127.0.0.1:9900',
 });

@@ -1,0 +1,157 @@
+/**
+ * The admin API from the command line: `l4lb status` and
+ * `l4lb server drain|ready|maint POOL SERVER`. Node's global fetch; every
+ * failure becomes one line an operator can act on.
+ */
+import { readTokenFile } from '../config/token-file.js';
+import type { AdminState } from '../pool.js';
+import { displayState, formatAge } from './page.js';
+import type { LastCheckStatus, StatusDoc } from './status.js';
+
+export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9900';
+/** An admin server that has not answered within this is reported, not waited for. */
+const REQUEST_TIMEOUT_MS = 10_000;
+
+/** A failure worded for the operator; the CLI prints the message and exits 1. */
+export class AdminClientError extends Error {}
+
+function baseUrl(admin: string): URL {
+  let url: URL;
+  try {
+    url = new URL(admin);
+  } catch {
+    throw new AdminClientError(`--admin: expected a URL like ${DEFAULT_ADMIN_URL}, got "${admin}"`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new AdminClientError(`--admin: expected an http:// or https:// URL, got "${admin}"`);
+  }
+  if (!url.pathname.endsWith('/')) url.pathname += '/';
+  return url;
+}
+
+async function call(admin: string, path: string, init: RequestInit = {}): Promise<{ status: number; body: unknown }> {
+  const base = baseUrl(admin);
+  const url = new URL(path, base);
+  let res: Response;
+  try {
+    res = await fetch(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+  } catch (err) {
+    const e = err as Error & { cause?: { code?: string; message?: string } };
+    const why =
+      e.name === 'TimeoutError' ? `no answer within ${REQUEST_TIMEOUT_MS / 1000}s` : (e.cause?.code ?? e.cause?.message ?? e.message);
+    throw new AdminClientError(`cannot reach the admin server at ${base.origin}: ${why} (is l4lb running with an admin: section? see --admin)`);
+  }
+  const text = await res.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status: res.status, body };
+}
+
+function errorText(status: number, body: unknown): string {
+  const message =
+    typeof body === 'object' && body !== null && typeof (body as { error?: unknown }).error === 'string'
+      ? (body as { error: string }).error
+      : String(body).trim().slice(0, 200);
+  return `admin server answered ${status}: ${message || 'no message'}`;
+}
+
+export async function fetchStatus(admin: string): Promise<StatusDoc> {
+  const { status, body } = await call(admin, 'status');
+  if (status !== 200) throw new AdminClientError(errorText(status, body));
+  if (typeof body !== 'object' || body === null || !Array.isArray((body as StatusDoc).pools)) {
+    throw new AdminClientError(`${admin} did not answer with l4lb status JSON; is it the admin server's URL?`);
+  }
+  return body as StatusDoc;
+}
+
+export interface StateChange {
+  readonly pool: string;
+  readonly server: string;
+  readonly from: AdminState;
+  readonly to: AdminState;
+}
+
+export async function setServerState(admin: string, token: string, pool: string, server: string, state: AdminState): Promise<StateChange> {
+  const path = `pools/${encodeURIComponent(pool)}/servers/${encodeURIComponent(server)}/state`;
+  const { status, body } = await call(admin, path, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ state }),
+  });
+  if (status === 401) throw new AdminClientError(`${errorText(status, body)}; check --token-file or L4LB_ADMIN_TOKEN`);
+  if (status !== 200) throw new AdminClientError(errorText(status, body));
+  return body as StateChange;
+}
+
+/** The token from `--token-file`, else from `L4LB_ADMIN_TOKEN`. */
+export async function resolveToken(tokenFile: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  if (tokenFile !== undefined) {
+    const r = await readTokenFile(tokenFile);
+    if (typeof r === 'string') throw new AdminClientError(`--token-file: ${r}`);
+    return r.token;
+  }
+  const fromEnv = env.L4LB_ADMIN_TOKEN?.trim();
+  if (fromEnv) return fromEnv;
+  throw new AdminClientError('no admin token: pass --token-file FILE or set L4LB_ADMIN_TOKEN');
+}
+
+// ---------------------------------------------------------------------------
+// Tables
+
+/** Columns padded to their widest cell; `right` columns are right-aligned (numbers). */
+export function formatTable(header: readonly string[], rows: readonly (readonly string[])[], right: ReadonlySet<number> = new Set(), indent = ''): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    indent +
+    cells
+      .map((c, i) => (i === cells.length - 1 && !right.has(i) ? c : right.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join('  ');
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+function lastCheck(c: LastCheckStatus | null, now: number): string {
+  if (c === null) return '-';
+  const age = formatAge(c.at, now);
+  if (c.ok) return `ok ${c.latency_ms}ms, ${age}`;
+  return `fail${c.source === 'passive' ? ' (client connect)' : ''}: ${c.reason || 'failed'}, ${age}`;
+}
+
+/** `l4lb status` output: listeners, then each pool with its servers. */
+export function formatStatus(doc: StatusDoc, now = Date.now()): string {
+  const out: string[] = [];
+  if (doc.phase !== 'running') out.push(`l4lb is ${doc.phase}`, '');
+  out.push(
+    formatTable(
+      ['LISTENER', 'BIND', 'PORT', 'POOL', 'OPEN', 'ACCEPTED'],
+      doc.listeners.map((l) => [l.name, l.bind, String(l.port), l.pool, String(l.connections), String(l.accepted)]),
+      new Set([2, 4, 5]),
+    ),
+  );
+  for (const p of doc.pools) {
+    const taking = p.servers.filter((s) => displayState(s) === 'up').length;
+    out.push('', `POOL ${p.name} (${p.balance}): ${taking}/${p.servers.length} servers taking new connections`);
+    out.push(
+      formatTable(
+        ['NAME', 'ADDRESS', 'STATE', 'ADMIN', 'WEIGHT', 'ACTIVE', 'TOTAL', 'FAILS', 'LAST CHECK'],
+        p.servers.map((s) => [
+          s.backup ? `${s.name} (backup)` : s.name,
+          s.address,
+          s.state,
+          s.admin,
+          s.effective_weight === s.weight ? String(s.weight) : `${s.effective_weight}/${s.weight}`,
+          String(s.active),
+          String(s.total),
+          String(s.connect_failures),
+          lastCheck(s.last_check, now),
+        ]),
+        new Set([4, 5, 6, 7]),
+        '  ',
+      ),
+    );
+  }
+  return `${out.join('\n')}\n`;
+}

@@ -1,0 +1,140 @@
+/**
+ * The status document served as JSON by `GET /status`, rendered as HTML by
+ * `GET /` and as a table by `l4lb status`. Built from the live objects at
+ * request time; nothing here is kept between requests.
+ */
+import type net from 'node:net';
+import type { Pool, Server, AdminState } from '../pool.js';
+import type { Listener } from '../proxy/listener.js';
+
+/** What the admin server reads: the running App, or whatever replaces it on reload. */
+export interface AdminSource {
+  /** `running` until a stop begins; `/healthz` answers 503 from `draining` on. */
+  readonly phase: string;
+  readonly pools: ReadonlyMap<string, Pool>;
+  readonly listeners: readonly Listener[];
+}
+
+export interface LastCheckStatus {
+  readonly ok: boolean;
+  /** Why it failed (`ECONNREFUSED`, `timeout`, …); empty when it succeeded. */
+  readonly reason: string;
+  readonly latency_ms: number;
+  /** ISO 8601 time of the check. */
+  readonly at: string;
+  /** `active` probe, or `passive`: a client connect that failed. */
+  readonly source: 'active' | 'passive';
+}
+
+export interface ServerStatus {
+  readonly name: string;
+  readonly address: string;
+  readonly backup: boolean;
+  /** Health. */
+  readonly state: 'up' | 'down';
+  /** The operator's state. */
+  readonly admin: AdminState;
+  /** Configured weight. */
+  readonly weight: number;
+  /** The weight used now (lower during slow start). */
+  readonly effective_weight: number;
+  /** Open connections (connecting included). */
+  readonly active: number;
+  /** Connections that reached the server. */
+  readonly total: number;
+  readonly connect_failures: number;
+  /** Client → server bytes of closed connections. */
+  readonly bytes_in: number;
+  /** Server → client bytes of closed connections. */
+  readonly bytes_out: number;
+  readonly last_check: LastCheckStatus | null;
+}
+
+export interface PoolStatus {
+  readonly name: string;
+  readonly balance: string;
+  readonly servers: readonly ServerStatus[];
+}
+
+export interface ListenerStatus {
+  readonly name: string;
+  /** As configured, e.g. `0.0.0.0:5432`. */
+  readonly bind: string;
+  /** The port actually bound (differs from `bind` with port 0); the configured one once closed. */
+  readonly port: number;
+  /** The pool used when no route matches. */
+  readonly pool: string;
+  /** Open client connections now. */
+  readonly connections: number;
+  /** Connections accepted since start. */
+  readonly accepted: number;
+}
+
+export interface StatusDoc {
+  readonly phase: string;
+  /** ISO 8601 time the document was built. */
+  readonly time: string;
+  readonly listeners: readonly ListenerStatus[];
+  readonly pools: readonly PoolStatus[];
+}
+
+/** Two decimals are plenty for a latency in milliseconds. */
+function ms(value: number): number {
+  return Math.round(value * 100) / 100;
+}
+
+export function buildStatus(source: AdminSource, now = Date.now()): StatusDoc {
+  // Bytes are counted per listener; a server's total is the sum over listeners.
+  const bytes = new Map<Server, { in: number; out: number }>();
+  for (const l of source.listeners) {
+    for (const [server, c] of l.stats.servers()) {
+      const b = bytes.get(server);
+      if (b === undefined) bytes.set(server, { in: c.bytesIn, out: c.bytesOut });
+      else {
+        b.in += c.bytesIn;
+        b.out += c.bytesOut;
+      }
+    }
+  }
+  const listeners = source.listeners.map((l): ListenerStatus => {
+    // address() is null once the listener stopped accepting (draining).
+    const bound = l.address() as net.AddressInfo | null;
+    return {
+      name: l.model.name,
+      bind: l.model.bind.text,
+      port: bound?.port ?? l.model.bind.port,
+      pool: l.model.pool,
+      connections: l.connections,
+      accepted: l.stats.accepted,
+    };
+  });
+  const pools = [...source.pools.values()].map(
+    (p): PoolStatus => ({
+      name: p.name,
+      balance: p.model.balance,
+      servers: p.servers.map((s): ServerStatus => {
+        const last = s.health.last;
+        const b = bytes.get(s);
+        return {
+          name: s.name,
+          address: s.address.text,
+          backup: s.backup,
+          state: s.up ? 'up' : 'down',
+          admin: s.admin,
+          weight: s.baseWeight,
+          effective_weight: ms(s.weight),
+          active: s.active,
+          total: s.total,
+          connect_failures: s.connectFailures,
+          bytes_in: b?.in ?? 0,
+          bytes_out: b?.out ?? 0,
+          last_check:
+            last === null
+              ? null
+              : { ok: last.ok, reason: last.reason, latency_ms: ms(last.latencyMs), at: new Date(last.at).toISOString(), source: last.source },
+        };
+      }),
+    }),
+  );
+  return { phase: source.phase, time: new Date(now).toISOString(), listeners, pools };
+}
