@@ -12,6 +12,8 @@ import { DEFAULTS } from './defaults.js';
 import { createLogger } from './log.js';
 import { App } from './runtime/app.js';
 import { installSignals } from './runtime/signals.js';
+import { reloadFromFile } from './runtime/reload.js';
+import { sdNotify } from './runtime/systemd.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -161,9 +163,12 @@ async function run(configFile: string, drainMs: number): Promise<void> {
   }
   for (const w of model.warnings) logger.warn({ warning: w }, 'configuration warning');
   logger.info({ version: pkg.version, config: configFile, listeners: model.listeners.length, pools: model.pools.length }, 'started');
+  const notifyFailed = (err: Error): void => logger.warn({ err: describe(err) }, 'systemd notification failed');
+  const status = (): string => `serving ${app.listeners.length} listener(s), ${app.pools.size} pool(s)`;
   installSignals({
     logger,
     stop: async () => {
+      await sdNotify({ STOPPING: '1', STATUS: 'draining' }, notifyFailed);
       await app.stop(drainMs);
       logger.info('stopped');
       await root.close();
@@ -172,7 +177,14 @@ async function run(configFile: string, drainMs: number): Promise<void> {
     forceStop: () => {
       for (const l of app.listeners) l.shutdown();
     },
+    reload: async () => {
+      await sdNotify({ RELOADING: '1', STATUS: 'reloading' }, notifyFailed);
+      const ok = await reloadFromFile(app, configFile, logger);
+      await sdNotify({ READY: '1', STATUS: ok ? status() : `${status()}; last reload FAILED (see log)` }, notifyFailed);
+    },
   });
+  // Every listener is bound: tell systemd (Type=notify) we are ready.
+  await sdNotify({ READY: '1', STATUS: status() }, notifyFailed);
 }
 
 export function main(argv: string[]): void {

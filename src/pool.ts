@@ -27,9 +27,9 @@ const SLOW_START_STEPS = 20;
 export class Server implements Candidate {
   readonly name: string;
   readonly address: Endpoint;
-  readonly backup: boolean;
+  backup: boolean;
   /** The configured weight. */
-  readonly baseWeight: number;
+  baseWeight: number;
   /** The weight pickers use: lower while slow start ramps up. */
   weight: number;
   /** Connections assigned to this server and not yet closed (connecting included). */
@@ -56,6 +56,14 @@ export class Server implements Candidate {
     this.health = new HealthState(rise, fall);
   }
 
+  /** A reload kept this server (same name and address): take the new weight, role and thresholds, keep all state. */
+  reconfigure(model: ServerModel, rise: number, fall: number): void {
+    this.baseWeight = model.weight;
+    if (this.slowStartSince === 0) this.weight = model.weight;
+    this.backup = model.backup;
+    this.health.setThresholds(rise, fall);
+  }
+
   /** Health says up (servers start up, as in HAProxy). */
   get up(): boolean {
     return this.health.up;
@@ -78,16 +86,53 @@ export class Pool {
   #backup: Picker<Server>;
   #onConnectFailure: ConnectFailureListener | undefined;
   #slowStartTimer: NodeJS.Timeout | undefined;
+  /** Servers taken from the previous pool, with their new settings (see activate()). */
+  readonly #carriedOver: Array<[Server, ServerModel]> = [];
   /** TLS to the servers: options built once (files read here), or null for plain TCP. */
   readonly tlsOptions: tls.ConnectionOptions | null;
 
-  constructor(model: PoolModel) {
+  /**
+   * @param previous the pool of the same name before a reload: servers with
+   *   the same name and address are carried over with their health, admin
+   *   state, counters and open connections.
+   */
+  constructor(model: PoolModel, previous?: Pool) {
     this.model = model;
     this.name = model.name;
     this.tlsOptions = model.tls !== null ? backendTlsOptions(model.tls) : null;
-    this.servers = model.servers.map((s) => new Server(s, model.health.rise, model.health.fall));
+    const { rise, fall } = model.health;
+    this.servers = model.servers.map((s) => {
+      const kept = previous?.server(s.name);
+      if (kept !== undefined && kept.address.text === s.address.text && kept.address.host === s.address.host) {
+        // Applied by activate(): until the reload commits, the old pool still serves with these servers.
+        this.#carriedOver.push([kept, s]);
+        return kept;
+      }
+      return new Server(s, rise, fall);
+    });
     this.#primary = this.#build(false);
     this.#backup = this.#build(true);
+  }
+
+  /**
+   * A reload commits: carried-over servers take their new weight, role and
+   * health thresholds, and a server mid-ramp keeps ramping (or gets its full
+   * weight if slow start is now off). Pools built at start need no call.
+   */
+  activate(): void {
+    const { rise, fall } = this.model.health;
+    for (const [server, model] of this.#carriedOver) server.reconfigure(model, rise, fall);
+    this.#carriedOver.length = 0;
+    for (const server of this.servers) {
+      if (server.slowStartSince === 0) continue;
+      if (this.#slowStartApplies()) {
+        this.#ensureSlowStartTimer();
+      } else {
+        server.slowStartSince = 0;
+        server.weight = server.baseWeight;
+      }
+    }
+    this.rebuild();
   }
 
   /**
@@ -151,9 +196,17 @@ export class Pool {
    * weight change there would move clients back and forth during the ramp.
    */
   #startSlowStart(server: Server): void {
-    if (this.model.slowStartMs <= 0 || this.model.balance === 'source_hash') return;
+    if (!this.#slowStartApplies()) return;
     server.slowStartSince = Date.now();
     server.weight = server.baseWeight * SLOW_START_FLOOR;
+    this.#ensureSlowStartTimer();
+  }
+
+  #slowStartApplies(): boolean {
+    return this.model.slowStartMs > 0 && this.model.balance !== 'source_hash';
+  }
+
+  #ensureSlowStartTimer(): void {
     this.#slowStartTimer ??= setInterval(() => this.#stepSlowStart(), Math.max(50, this.model.slowStartMs / SLOW_START_STEPS));
   }
 

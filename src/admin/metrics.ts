@@ -172,5 +172,27 @@ export function createMetricsRegistry(source: AdminSource): Registry {
     },
   });
 
+  new Counter({
+    name: 'l4lb_reloads_total',
+    help: 'Configuration reloads (SIGHUP), by result: success or failure (the running configuration then stays).',
+    labelNames: ['result'] as const,
+    registers,
+    collect() {
+      this.reset();
+      const r = source.reloads;
+      this.inc({ result: 'success' }, r?.succeeded ?? 0);
+      this.inc({ result: 'failure' }, r?.failed ?? 0);
+    },
+  });
+
+  new Gauge({
+    name: 'l4lb_config_last_reload_successful',
+    help: '1 if the last configuration reload succeeded (or none was tried), 0 if it failed.',
+    registers,
+    collect() {
+      this.set(source.reloads?.lastSucceeded === false ? 0 : 1);
+    },
+  });
+
   return registry;
 }

@@ -13,6 +13,8 @@ export interface AdminSource {
   readonly phase: string;
   readonly pools: ReadonlyMap<string, Pool>;
   readonly listeners: readonly Listener[];
+  /** Reload outcomes (SIGHUP), when the source reloads. */
+  readonly reloads?: { readonly succeeded: number; readonly failed: number; readonly lastSucceeded: boolean; readonly lastAt: number };
 }
 
 export interface LastCheckStatus {

@@ -15,8 +15,8 @@ export interface LastCheck {
 }
 
 export class HealthState {
-  readonly #rise: number;
-  readonly #fall: number;
+  #rise: number;
+  #fall: number;
   /** Servers start up, as in HAProxy. */
   #up = true;
   #successes = 0;
@@ -24,6 +24,12 @@ export class HealthState {
   #last: LastCheck | null = null;
 
   constructor(rise: number, fall: number) {
+    this.#rise = rise;
+    this.#fall = fall;
+  }
+
+  /** New thresholds (after a reload); counts in progress are kept. */
+  setThresholds(rise: number, fall: number): void {
     this.#rise = rise;
     this.#fall = fall;
   }

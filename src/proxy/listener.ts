@@ -29,12 +29,17 @@ function idleSweepMs(idleMs: number): number {
 /** How often idle per-source entries are forgotten. */
 const PER_SOURCE_SWEEP_MS = 10_000;
 
+type MutableContext = { -readonly [K in keyof SessionContext]: SessionContext[K] };
+
 export class Listener {
-  readonly model: ListenerModel;
+  #model: ListenerModel;
   readonly #server: net.Server;
   readonly #sessions = new Set<Session>();
   readonly #logger: Logger;
-  readonly #ctx: { -readonly [K in keyof SessionContext]: SessionContext[K] };
+  #accessLog: Logger | null;
+  readonly #rootLogger: Logger;
+  /** What new sessions get; a reload swaps it, sessions keep the one they started with. */
+  #ctx: MutableContext;
   readonly stats = new ListenerStats();
   #closing = false;
   #sweepTimer: NodeJS.Timeout | undefined;
@@ -44,25 +49,11 @@ export class Listener {
    * @param pools every pool by name: the listener's own and those its routes name.
    */
   constructor(model: ListenerModel, pools: ReadonlyMap<string, Pool>, logger: Logger, accessLog: boolean) {
-    this.model = model;
+    this.#model = model;
     this.#logger = logger.child({ listener: model.name });
-    const pool = pools.get(model.pool)!;
-    this.#ctx = {
-      listener: model,
-      pool,
-      terminator: null,
-      router: model.routes.length > 0 ? new SniRouter(model.routes.map((r) => ({ sni: r.sni, target: pools.get(r.pool)! }))) : null,
-      backendTls: (p) => p.tlsOptions,
-      accessLog: accessLog ? logger : null,
-      logger: this.#logger,
-      stats: this.stats,
-      allow: model.allow.length > 0 ? new CidrList(model.allow) : null,
-      deny: model.deny.length > 0 ? new CidrList(model.deny) : null,
-      perSource:
-        model.perSource.maxConnections > 0 || model.perSource.connectRate > 0 ? new PerSourceTable(model.perSource) : null,
-      trustedProxies: model.acceptProxy && model.trustedProxies.length > 0 ? new CidrList(model.trustedProxies) : null,
-      onClosed: (session) => this.#sessions.delete(session),
-    };
+    this.#rootLogger = logger;
+    this.#accessLog = accessLog ? logger : null;
+    this.#ctx = this.#buildContext(model, pools, null);
     this.#server = net.createServer({
       allowHalfOpen: true,
       // The client is read only once its backend is connected.
@@ -72,15 +63,76 @@ export class Listener {
       keepAliveInitialDelay: 60_000,
     });
     this.#server.on('connection', this.#onConnection);
-    this.#idleTimer = setInterval(this.#checkIdle, idleSweepMs(Math.min(model.timeouts.idleMs, pool.model.timeouts.idleMs)));
-    if (this.#ctx.perSource !== null) {
-      const table = this.#ctx.perSource;
-      this.#sweepTimer = setInterval(() => table.sweep(), PER_SOURCE_SWEEP_MS);
-    }
+    this.#startTimers();
     this.#server.on('error', (err) => {
       // After listen succeeded, errors are accept failures (EMFILE...): log, keep serving.
       this.#logger.error({ err: { code: (err as NodeJS.ErrnoException).code, message: err.message } }, 'accept error');
     });
+  }
+
+  get model(): ListenerModel {
+    return this.#model;
+  }
+
+  /** Everything a session needs, built from one model; `previous` lends its per-source table if the limits are unchanged. */
+  #buildContext(model: ListenerModel, pools: ReadonlyMap<string, Pool>, previous: MutableContext | null): MutableContext {
+    const samePerSource =
+      previous !== null &&
+      previous.listener.perSource.maxConnections === model.perSource.maxConnections &&
+      previous.listener.perSource.connectRate === model.perSource.connectRate;
+    return {
+      listener: model,
+      pool: pools.get(model.pool)!,
+      terminator: null,
+      router: model.routes.length > 0 ? new SniRouter(model.routes.map((r) => ({ sni: r.sni, target: pools.get(r.pool)! }))) : null,
+      backendTls: (p) => p.tlsOptions,
+      accessLog: this.#accessLog,
+      logger: this.#logger,
+      stats: this.stats,
+      allow: model.allow.length > 0 ? new CidrList(model.allow) : null,
+      deny: model.deny.length > 0 ? new CidrList(model.deny) : null,
+      perSource: samePerSource
+        ? previous.perSource
+        : model.perSource.maxConnections > 0 || model.perSource.connectRate > 0
+          ? new PerSourceTable(model.perSource)
+          : null,
+      trustedProxies: model.acceptProxy && model.trustedProxies.length > 0 ? new CidrList(model.trustedProxies) : null,
+      onClosed: (session) => this.#sessions.delete(session),
+    };
+  }
+
+  #startTimers(): void {
+    clearInterval(this.#idleTimer);
+    clearInterval(this.#sweepTimer);
+    this.#sweepTimer = undefined;
+    const ctx = this.#ctx;
+    this.#idleTimer = setInterval(this.#checkIdle, idleSweepMs(Math.min(ctx.listener.timeouts.idleMs, ctx.pool.model.timeouts.idleMs)));
+    if (ctx.perSource !== null) {
+      const table = ctx.perSource;
+      this.#sweepTimer = setInterval(() => table.sweep(), PER_SOURCE_SWEEP_MS);
+    }
+  }
+
+  /**
+   * Reload, step one: build everything the new model needs (certificates
+   * re-read from disk) without touching what serves now. Returns the commit
+   * step, which cannot fail; rejects with ConfigError and changes nothing.
+   * The bound socket is kept: a reload never refuses a connection here.
+   */
+  async prepareUpdate(model: ListenerModel, pools: ReadonlyMap<string, Pool>, accessLog: boolean): Promise<() => void> {
+    const ctx = this.#buildContext(model, pools, this.#ctx);
+    ctx.accessLog = accessLog ? this.#rootLogger : null;
+    if (model.tls !== null && model.tls.mode === 'terminate') {
+      const result = await this.#loadCertificates(model);
+      if (!result.ok) throw this.#certProblems(result);
+      ctx.terminator = new TlsTerminator(model.tls, result.store, model.timeouts.handshakeMs);
+    }
+    return () => {
+      this.#model = model;
+      this.#accessLog = ctx.accessLog;
+      this.#ctx = ctx;
+      if (!this.#closing) this.#startTimers();
+    };
   }
 
   /** Open connections right now. */
@@ -101,7 +153,7 @@ export class Listener {
   async prepare(): Promise<void> {
     const tlsModel = this.model.tls;
     if (tlsModel === null || tlsModel.mode !== 'terminate') return;
-    const result = await this.#loadCertificates();
+    const result = await this.#loadCertificates(this.model);
     if (!result.ok) throw this.#certProblems(result);
     this.#ctx.terminator = new TlsTerminator(tlsModel, result.store, this.model.timeouts.handshakeMs);
   }
@@ -121,8 +173,8 @@ export class Listener {
     this.#logger.info({ certificates: result.store.certificates.length }, 'certificates reloaded');
   }
 
-  async #loadCertificates(): Promise<CertLoadResult> {
-    const t = this.model.tls!;
+  async #loadCertificates(model: ListenerModel): Promise<CertLoadResult> {
+    const t = model.tls!;
     const result = await loadCertificates(t.certs, {
       ...(t.clientCa !== null ? { clientCa: t.clientCa } : {}),
       context: { minVersion: t.minVersion, ...(t.ciphers !== null ? { ciphers: t.ciphers } : {}) },
@@ -132,14 +184,8 @@ export class Listener {
   }
 
   #certProblems(result: Extract<CertLoadResult, { ok: false }>): ConfigError {
-    const index = this.#listenerIndex;
-    return new ConfigError(
-      result.problems.map((p) => ({ path: `${index}.tls.${p.path}`.replace(/\.$/, ''), message: p.message })),
-    );
-  }
-
-  get #listenerIndex(): string {
-    return `listener ${this.model.name}`;
+    const where = `listener ${this.model.name}: tls`;
+    return new ConfigError(result.problems.map((p) => ({ path: p.path === '' ? where : `${where}.${p.path}`, message: p.message })));
   }
 
   /** Bind and start accepting. Rejects with ListenError. */

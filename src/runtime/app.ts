@@ -4,7 +4,7 @@
  * listener or none; `stop()` stops accepting at once, waits for open
  * connections up to the drain timeout, then closes what remains.
  */
-import type { Model } from '../config/model.js';
+import type { ListenerModel, Model } from '../config/model.js';
 import type { Logger } from '../log.js';
 import { Pool } from '../pool.js';
 import { Listener } from '../proxy/listener.js';
@@ -26,44 +26,92 @@ function probeHeader(version: ProxyProtocolVersion): ((socket: net.Socket) => Bu
 
 export type Phase = 'created' | 'running' | 'draining' | 'stopped';
 
+/** What a reload changed, for the log line and the caller. */
+export interface ReloadSummary {
+  readonly listenersAdded: readonly string[];
+  readonly listenersRemoved: readonly string[];
+  readonly listenersKept: readonly string[];
+  readonly poolsAdded: readonly string[];
+  readonly poolsRemoved: readonly string[];
+}
+
+/** Two binds that are the same socket: same address as written (port-0 binds only for the same listener name). */
+function sameSocket(a: ListenerModel, b: ListenerModel): boolean {
+  if (a.bind.host !== b.bind.host || a.bind.port !== b.bind.port) return false;
+  return a.bind.port !== 0 || a.name === b.name;
+}
+
 export class App {
-  readonly model: Model;
-  readonly pools: ReadonlyMap<string, Pool>;
-  readonly listeners: readonly Listener[];
-  readonly checkers: readonly HealthChecker[];
+  #model: Model;
+  #pools: Map<string, Pool>;
+  #listeners: Listener[];
+  /** Listeners a reload removed: no longer accepting, their connections finishing. */
+  readonly #retired = new Set<Listener>();
+  #checkers: HealthChecker[];
   /** The admin HTTP server (`admin:`), or null. Up from start() until the very end of stop(). */
   readonly admin: AdminServer | null;
   readonly #logger: Logger;
   #phase: Phase = 'created';
   #stopping: Promise<void> | undefined;
+  /** Reloads run one at a time. */
+  #reloading: Promise<unknown> = Promise.resolve();
+  #retiredTimer: NodeJS.Timeout | undefined;
+  /** Reload outcomes, for metrics and status. */
+  readonly reloads = { succeeded: 0, failed: 0, lastSucceeded: true, lastAt: 0 };
 
   constructor(model: Model, logger: Logger) {
-    this.model = model;
+    this.#model = model;
     this.#logger = logger;
-    const pools = new Map<string, Pool>();
-    for (const p of model.pools) pools.set(p.name, new Pool(p));
-    this.pools = pools;
-    this.listeners = model.listeners.map((l) => new Listener(l, pools, logger, model.log.access));
-    this.checkers = [...pools.values()].map((p) => new HealthChecker(p, logger, { proxyHeader: probeHeader(p.model.proxyProtocol) }));
+    this.#pools = this.#buildPools(model, new Map());
+    this.#listeners = model.listeners.map((l) => new Listener(l, this.#pools, logger, model.log.access));
+    this.#checkers = this.#buildCheckers(this.#pools);
     this.admin = model.admin === null ? null : new AdminServer(this, model.admin, logger);
+  }
+
+  get model(): Model {
+    return this.#model;
+  }
+
+  get pools(): ReadonlyMap<string, Pool> {
+    return this.#pools;
+  }
+
+  /** The listeners of the running configuration. */
+  get listeners(): readonly Listener[] {
+    return this.#listeners;
+  }
+
+  get checkers(): readonly HealthChecker[] {
+    return this.#checkers;
   }
 
   get phase(): Phase {
     return this.#phase;
   }
 
-  /** Open connections across all listeners. */
+  /** Open connections across all listeners, including those a reload removed. */
   get connections(): number {
     let n = 0;
-    for (const l of this.listeners) n += l.connections;
+    for (const l of this.#listeners) n += l.connections;
+    for (const l of this.#retired) n += l.connections;
     return n;
+  }
+
+  #buildPools(model: Model, previous: ReadonlyMap<string, Pool>): Map<string, Pool> {
+    const pools = new Map<string, Pool>();
+    for (const p of model.pools) pools.set(p.name, new Pool(p, previous.get(p.name)));
+    return pools;
+  }
+
+  #buildCheckers(pools: ReadonlyMap<string, Pool>): HealthChecker[] {
+    return [...pools.values()].map((p) => new HealthChecker(p, this.#logger, { proxyHeader: probeHeader(p.model.proxyProtocol) }));
   }
 
   /** Bind every listener; if one fails, close those already bound and reject. */
   async start(): Promise<void> {
     if (this.#phase !== 'created') throw new Error(`App.start() in phase ${this.#phase}`);
     const results = await Promise.allSettled([
-      ...this.listeners.map(async (l) => {
+      ...this.#listeners.map(async (l) => {
         await l.prepare();
         await l.start();
       }),
@@ -71,12 +119,106 @@ export class App {
     ]);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
-      await Promise.all([...this.listeners.map((l) => l.destroy()), this.admin?.close()]);
+      await Promise.all([...this.#listeners.map((l) => l.destroy()), this.admin?.close()]);
       this.#phase = 'stopped';
       throw failed.reason;
     }
-    for (const c of this.checkers) c.start();
+    for (const c of this.#checkers) c.start();
     this.#phase = 'running';
+  }
+
+  /**
+   * Apply a new, already validated model; only the difference changes.
+   * Everything that can fail (certificates, binding new ports) happens
+   * first; if any of it fails the running configuration stays exactly as it
+   * was and this rejects. Then, without a gap: listeners whose bind is
+   * unchanged keep their socket (no refused connection) and take the new
+   * settings for new connections; new listeners accept; removed ones stop
+   * accepting while their connections finish; pools and servers that still
+   * exist keep their health, admin state, counters and connections; removed
+   * servers take no new connections and their open ones continue.
+   */
+  reload(next: Model): Promise<ReloadSummary> {
+    const run = this.#reloading.then(() => this.#reload(next));
+    this.#reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reload(next: Model): Promise<ReloadSummary> {
+    if (this.#phase !== 'running') throw new Error(`cannot reload while ${this.#phase}`);
+    const pools = this.#buildPools(next, this.#pools);
+    const kept = new Map<Listener, ListenerModel>();
+    const added: Listener[] = [];
+    const claimed = new Set<Listener>();
+    for (const lm of next.listeners) {
+      const same = this.#listeners.find((l) => !claimed.has(l) && sameSocket(l.model, lm));
+      if (same !== undefined) {
+        claimed.add(same);
+        kept.set(same, lm);
+      } else {
+        added.push(new Listener(lm, pools, this.#logger, next.log.access));
+      }
+    }
+    const removed = this.#listeners.filter((l) => !claimed.has(l));
+
+    // Step one: everything that can fail (certificates, new binds).
+    const commits: Array<() => void> = [];
+    try {
+      for (const [listener, lm] of kept) commits.push(await listener.prepareUpdate(lm, pools, next.log.access));
+      for (const l of added) {
+        await l.prepare();
+        await l.start();
+      }
+    } catch (err) {
+      await Promise.all(added.map((l) => l.destroy()));
+      for (const p of pools.values()) p.close();
+      throw err;
+    }
+
+    // Step two: swap, nothing here can fail.
+    const poolsAdded = next.pools.filter((p) => !this.#pools.has(p.name)).map((p) => p.name);
+    const poolsRemoved = [...this.#pools.keys()].filter((name) => !pools.has(name));
+    for (const p of pools.values()) p.activate();
+    for (const commit of commits) commit();
+    for (const l of removed) {
+      void l.close();
+      this.#retired.add(l);
+    }
+    for (const c of this.#checkers) c.close();
+    for (const p of this.#pools.values()) p.close();
+    this.#pools = pools;
+    this.#listeners = [...kept.keys(), ...added];
+    this.#checkers = this.#buildCheckers(pools);
+    for (const c of this.#checkers) c.start();
+    if (JSON.stringify(next.admin) !== JSON.stringify(this.#model.admin)) {
+      this.#logger.warn('admin settings changed: they take effect at the next restart');
+    }
+    this.#logger.level = next.log.level;
+    this.#model = next;
+    this.#watchRetired();
+    return {
+      listenersAdded: added.map((l) => l.model.name),
+      listenersRemoved: removed.map((l) => l.model.name),
+      listenersKept: [...kept.keys()].map((l) => l.model.name),
+      poolsAdded,
+      poolsRemoved,
+    };
+  }
+
+  /** Destroy retired listeners once their last connection has closed. */
+  #watchRetired(): void {
+    if (this.#retiredTimer !== undefined || this.#retired.size === 0) return;
+    this.#retiredTimer = setInterval(() => {
+      for (const l of this.#retired) {
+        if (l.connections > 0) continue;
+        this.#retired.delete(l);
+        void l.destroy();
+      }
+      if (this.#retired.size === 0) {
+        clearInterval(this.#retiredTimer);
+        this.#retiredTimer = undefined;
+      }
+    }, 1_000);
   }
 
   /**
@@ -91,18 +233,23 @@ export class App {
 
   async #drain(drainMs: number): Promise<void> {
     this.#phase = 'draining';
-    await Promise.all(this.listeners.map((l) => l.close()));
+    // A reload in progress finishes first, so nothing it opens is left behind.
+    await this.#reloading;
+    clearInterval(this.#retiredTimer);
+    this.#retiredTimer = undefined;
+    const all = [...this.#listeners, ...this.#retired];
+    await Promise.all(all.map((l) => l.close()));
     const open = this.connections;
     this.#logger.info({ connections: open, drain_timeout_ms: drainMs }, 'draining');
     if (open > 0) await this.#waitForConnections(drainMs);
     const left = this.connections;
     if (left > 0) {
       this.#logger.info({ connections: left }, 'drain timeout reached, closing open connections');
-      for (const l of this.listeners) l.shutdown();
+      for (const l of all) l.shutdown();
       await this.#waitForConnections(1_000);
     }
-    await Promise.all(this.listeners.map((l) => l.destroy()));
-    for (const c of this.checkers) c.close();
+    await Promise.all(all.map((l) => l.destroy()));
+    for (const c of this.#checkers) c.close();
     for (const p of this.pools.values()) p.close();
     // Last: /healthz answered "draining" all along.
     await this.admin?.close();

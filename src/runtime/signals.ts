@@ -1,8 +1,7 @@
 /**
  * Process signals for `l4lb run`. SIGTERM/SIGINT drain then exit; a second
  * one closes open connections at once. SIGHUP is caught so it never kills
- * the process (Node's default); configuration reload arrives with the
- * operations work.
+ * the process (Node's default): it reloads the configuration.
  */
 import type { Logger } from '../log.js';
 
@@ -12,6 +11,8 @@ export interface SignalActions {
   readonly stop: () => Promise<void>;
   /** A second stop signal: close everything now. */
   readonly forceStop: () => void;
+  /** SIGHUP: reload the configuration and certificates. */
+  readonly reload: () => Promise<void>;
 }
 
 export function installSignals(actions: SignalActions): void {
@@ -28,7 +29,23 @@ export function installSignals(actions: SignalActions): void {
   };
   process.on('SIGTERM', onStop);
   process.on('SIGINT', onStop);
-  process.on('SIGHUP', () => {
-    actions.logger.warn('SIGHUP: configuration reload is not supported yet; running configuration unchanged');
-  });
+  // Signals arriving during a reload queue one more reload, not one each.
+  let reloading: Promise<void> | null = null;
+  let again = false;
+  const onHup = (): void => {
+    if (stopping) return;
+    if (reloading !== null) {
+      again = true;
+      return;
+    }
+    actions.logger.info({ signal: 'SIGHUP' }, 'reloading configuration');
+    reloading = actions.reload().finally(() => {
+      reloading = null;
+      if (again) {
+        again = false;
+        onHup();
+      }
+    });
+  };
+  process.on('SIGHUP', onHup);
 }
