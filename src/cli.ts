@@ -4,7 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { Argument, Command, InvalidArgumentError } from 'commander';
-import { AdminClientError, DEFAULT_ADMIN_URL, fetchStatus, formatStatus, resolveToken, setServerState } from './admin/client.js';
+import { AdminClientError, DEFAULT_ADMIN_URL, fetchConfig, fetchStatus, formatStatus, resolveToken, setServerState } from './admin/client.js';
+import { diffModels, formatDiff } from './runtime/diff.js';
 import { loadConfig } from './config/load.js';
 import { parseDuration } from './config/duration.js';
 import { ConfigError, L4lbError, describe } from './errors.js';
@@ -14,6 +15,7 @@ import { App } from './runtime/app.js';
 import { installSignals } from './runtime/signals.js';
 import { reloadFromFile } from './runtime/reload.js';
 import { sdNotify } from './runtime/systemd.js';
+import { dropPrivileges } from './runtime/privileges.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -72,10 +74,18 @@ Example:
     .command('check')
     .description('validate a configuration file: exit 0, or print every error and exit 1')
     .requiredOption('-c, --config <file>', 'configuration file (.yaml, .yml or .json)')
-    .addHelpText('after', '\nExample:\n  $ l4lb check --config /etc/l4lb/l4lb.yaml && systemctl reload l4lb')
-    .action(async (opts: { config: string }) => {
+    .option(
+      '--diff <admin-url>',
+      'then preview a reload against the l4lb running at this admin URL: listeners, pools and servers added, removed and changed, and the share of source_hash clients that move',
+    )
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ l4lb check --config /etc/l4lb/l4lb.yaml && systemctl reload l4lb\n  $ l4lb check --config /etc/l4lb/l4lb.yaml --diff http://127.0.0.1:9900',
+    )
+    .action(async (opts: { config: string; diff?: string }) => {
+      let model;
       try {
-        const model = await loadConfig(opts.config);
+        model = await loadConfig(opts.config);
         for (const w of model.warnings) process.stderr.write(`warning: ${w}\n`);
         const servers = model.pools.reduce((n, p) => n + p.servers.length, 0);
         process.stdout.write(
@@ -84,6 +94,15 @@ Example:
         );
       } catch (err) {
         reportConfigFailure(err);
+        process.exitCode = 1;
+        return;
+      }
+      if (opts.diff === undefined) return;
+      try {
+        const running = await fetchConfig(opts.diff, '--diff');
+        process.stdout.write(`\nReload preview: ${opts.config} against the running l4lb at ${opts.diff}\n\n${formatDiff(diffModels(running, model))}`);
+      } catch (err) {
+        process.stderr.write(`l4lb: ${err instanceof AdminClientError ? err.message : describe(err)}\n`);
         process.exitCode = 1;
       }
     });
@@ -150,8 +169,13 @@ async function run(configFile: string, drainMs: number): Promise<void> {
   const app = new App(model, logger);
   process.on('uncaughtException', (err) => {
     // Unknown state: log it and exit non-zero so the supervisor restarts us.
-    logger.fatal({ err }, 'uncaught exception');
-    root.flushSync();
+    try {
+      logger.fatal({ err }, 'uncaught exception');
+      root.flushSync();
+    } catch {
+      // The log is already closed (we were exiting): stderr still works.
+      process.stderr.write(`l4lb: uncaught exception: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    }
     process.exit(70);
   });
   try {
@@ -160,6 +184,18 @@ async function run(configFile: string, drainMs: number): Promise<void> {
     logger.error({ code: err instanceof L4lbError ? err.code : undefined, err: describe(err) }, 'start failed');
     await root.close();
     process.exit(1);
+  }
+  if (model.user !== null) {
+    // Every socket is bound: root is no longer needed. Failing to drop is fatal.
+    try {
+      const ids = dropPrivileges(model.user, model.group);
+      logger.info({ user: model.user, uid: ids.uid, gid: ids.gid }, 'privileges dropped');
+    } catch (err) {
+      logger.fatal({ code: err instanceof L4lbError ? err.code : undefined, err: describe(err) }, 'cannot drop privileges');
+      await app.stop(0);
+      await root.close();
+      process.exit(1);
+    }
   }
   for (const w of model.warnings) logger.warn({ warning: w }, 'configuration warning');
   logger.info({ version: pkg.version, config: configFile, listeners: model.listeners.length, pools: model.pools.length }, 'started');

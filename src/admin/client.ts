@@ -1,8 +1,9 @@
 /**
- * The admin API from the command line: `l4lb status` and
- * `l4lb server drain|ready|maint POOL SERVER`. Node's global fetch; every
+ * The admin API from the command line: `l4lb status`,
+ * `l4lb server drain|ready|maint POOL SERVER` and `l4lb check --diff`. Node's global fetch; every
  * failure becomes one line an operator can act on.
  */
+import { parseConfigDoc, type ModelJson } from '../config/model-json.js';
 import { readTokenFile } from '../config/token-file.js';
 import type { AdminState } from '../pool.js';
 import { displayState, formatAge } from './page.js';
@@ -15,22 +16,23 @@ const REQUEST_TIMEOUT_MS = 10_000;
 /** A failure worded for the operator; the CLI prints the message and exits 1. */
 export class AdminClientError extends Error {}
 
-function baseUrl(admin: string): URL {
+/** @param option the command-line option that named the URL, for messages. */
+function baseUrl(admin: string, option = '--admin'): URL {
   let url: URL;
   try {
     url = new URL(admin);
   } catch {
-    throw new AdminClientError(`--admin: expected a URL like ${DEFAULT_ADMIN_URL}, got "${admin}"`);
+    throw new AdminClientError(`${option}: expected a URL like ${DEFAULT_ADMIN_URL}, got "${admin}"`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new AdminClientError(`--admin: expected an http:// or https:// URL, got "${admin}"`);
+    throw new AdminClientError(`${option}: expected an http:// or https:// URL, got "${admin}"`);
   }
   if (!url.pathname.endsWith('/')) url.pathname += '/';
   return url;
 }
 
-async function call(admin: string, path: string, init: RequestInit = {}): Promise<{ status: number; body: unknown }> {
-  const base = baseUrl(admin);
+async function call(admin: string, path: string, init: RequestInit = {}, option = '--admin'): Promise<{ status: number; body: unknown }> {
+  const base = baseUrl(admin, option);
   const url = new URL(path, base);
   let res: Response;
   try {
@@ -39,7 +41,7 @@ async function call(admin: string, path: string, init: RequestInit = {}): Promis
     const e = err as Error & { cause?: { code?: string; message?: string } };
     const why =
       e.name === 'TimeoutError' ? `no answer within ${REQUEST_TIMEOUT_MS / 1000}s` : (e.cause?.code ?? e.cause?.message ?? e.message);
-    throw new AdminClientError(`cannot reach the admin server at ${base.origin}: ${why} (is l4lb running with an admin: section? see --admin)`);
+    throw new AdminClientError(`cannot reach the admin server at ${base.origin}: ${why} (is l4lb running with an admin: section? see ${option})`);
   }
   const text = await res.text();
   let body: unknown = text;
@@ -66,6 +68,21 @@ export async function fetchStatus(admin: string): Promise<StatusDoc> {
     throw new AdminClientError(`${admin} did not answer with l4lb status JSON; is it the admin server's URL?`);
   }
   return body as StatusDoc;
+}
+
+/**
+ * The running model from `GET /config`, for `l4lb check --diff`.
+ * @param option the option that named the URL, for messages
+ */
+export async function fetchConfig(admin: string, option = '--diff'): Promise<ModelJson> {
+  const { status, body } = await call(admin, 'config', {}, option);
+  if (status === 404 && typeof body === 'object' && body !== null) {
+    throw new AdminClientError(`${errorText(status, body)}; is the running l4lb older than this one? (GET /config is needed for --diff)`);
+  }
+  if (status !== 200) throw new AdminClientError(errorText(status, body));
+  const model = parseConfigDoc(body);
+  if (typeof model === 'string') throw new AdminClientError(`${admin}/config is not an l4lb configuration document: ${model}`);
+  return model;
 }
 
 export interface StateChange {

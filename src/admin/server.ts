@@ -6,6 +6,7 @@
  *     GET  /metrics                                Prometheus text format
  *     GET  /status                                 JSON (see status.ts)
  *     GET  /                                       HTML status page
+ *     GET  /config                                 the running model as JSON (see config/model-json.ts)
  *     POST /pools/POOL/servers/SERVER/state        {"state":"drain"|"ready"|"maint"}, Authorization: Bearer TOKEN
  *
  * It is built to face garbage: bounded headers and bodies, timeouts on every
@@ -19,6 +20,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import type { Registry } from 'prom-client';
 import type { AdminModel } from '../config/model.js';
+import { configDoc } from '../config/model-json.js';
 import { readTokenFile } from '../config/token-file.js';
 import { didYouMean } from '../config/suggest.js';
 import { ConfigError, ListenError, describe } from '../errors.js';
@@ -225,6 +227,14 @@ export class AdminServer {
         sendJson(res, 200, buildStatus(this.#source));
         return;
       }
+      case '/config': {
+        // Read-only like /status: the model holds no secret (no token, key files by path only).
+        if (!read) throw methodNotAllowed('GET, HEAD');
+        const model = this.#source.model;
+        if (model === undefined) throw new HttpError(404, 'this instance does not report its configuration');
+        sendJson(res, 200, configDoc(model));
+        return;
+      }
       case '/':
       case '/index.html': {
         if (!read) throw methodNotAllowed('GET, HEAD');
@@ -238,7 +248,7 @@ export class AdminServer {
       await this.#setState(req, res, decodeSegment(parts[2]!), decodeSegment(parts[4]!));
       return;
     }
-    throw new HttpError(404, 'not found; try /status, /metrics, /healthz or POST /pools/POOL/servers/SERVER/state');
+    throw new HttpError(404, 'not found; try /status, /config, /metrics, /healthz or POST /pools/POOL/servers/SERVER/state');
   }
 
   /** POST /pools/POOL/servers/SERVER/state. Bodies are not read before the caller is known. */

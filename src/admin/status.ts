@@ -6,6 +6,7 @@
 import type net from 'node:net';
 import type { Pool, Server, AdminState } from '../pool.js';
 import type { Listener } from '../proxy/listener.js';
+import type { Model } from '../config/model.js';
 
 /** What the admin server reads: the running App, or whatever replaces it on reload. */
 export interface AdminSource {
@@ -13,6 +14,8 @@ export interface AdminSource {
   readonly phase: string;
   readonly pools: ReadonlyMap<string, Pool>;
   readonly listeners: readonly Listener[];
+  /** The model now running, served by `GET /config`; absent: `GET /config` answers 404. */
+  readonly model?: Model;
   /** Reload outcomes (SIGHUP), when the source reloads. */
   readonly reloads?: { readonly succeeded: number; readonly failed: number; readonly lastSucceeded: boolean; readonly lastAt: number };
 }

@@ -532,13 +532,23 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
         },
         tls: listenerTls(`${path}.tls`, o.tls),
         routes: routes(`${path}.routes`, o.routes, o.tls !== undefined, poolNamesComplete ? poolNames : null),
+        systemdSocket: null,
       },
     };
     if (o.trusted_proxies !== undefined && o.accept_proxy !== true) {
       problems.add(`${path}.trusted_proxies`, 'has no effect without accept_proxy: true');
     }
     listeners.push(draft);
-    address(`${path}.bind`, o.bind, true, (ep) => (draft.value = { ...draft.value, bind: ep }));
+    if (typeof o.bind === 'string' && o.bind.startsWith('systemd:')) {
+      // Socket activation: the socket comes from systemd (LISTEN_FDNAMES), nothing to resolve.
+      const fdName = o.bind.slice('systemd:'.length);
+      if (!/^[A-Za-z0-9_.:-]{1,255}$/.test(fdName)) {
+        problems.add(`${path}.bind`, `expected "systemd:NAME" with the FileDescriptorName of a .socket unit, got ${show(o.bind)}`);
+      }
+      draft.value = { ...draft.value, bind: { host: '', port: 0, text: o.bind }, systemdSocket: fdName };
+    } else {
+      address(`${path}.bind`, o.bind, true, (ep) => (draft.value = { ...draft.value, bind: ep }));
+    }
   }
 
   // The admin server: its address may not clash with a listener's; its token file must be readable now.
@@ -557,6 +567,7 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
     }
   }
 
+  if (root.group !== undefined && root.user === undefined) problems.add('group', 'needs user: privileges are dropped to a user (and this group)');
   await Promise.all(waits);
   // Certificates: keys must match, files must parse; expiry is only a warning.
   // Skipped where a file was already reported unreadable.
@@ -584,6 +595,8 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
     listeners: listeners.map((d) => d.value),
     pools: pools.map((d) => d.value),
     warnings,
+    user: typeof root.user === 'string' ? root.user : null,
+    group: typeof root.group === 'string' ? root.group : null,
   };
   return { problems: problems.sorted(), model: deepFreeze(model) };
 }

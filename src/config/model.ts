@@ -109,6 +109,8 @@ export interface ListenerModel {
   readonly perSource: { readonly maxConnections: number; readonly connectRate: number };
   readonly tls: ListenerTlsModel | null;
   readonly routes: readonly RouteModel[];
+  /** `bind: systemd:NAME`: the socket systemd passes with this FileDescriptorName (bind is then unresolved). */
+  readonly systemdSocket: string | null;
 }
 
 /** The HTTP admin server (`admin:`). */
@@ -123,6 +125,9 @@ export interface Model {
   readonly admin: AdminModel | null;
   /** Doubts that do not stop the configuration (expired certificate, verify: false); logged at start. */
   readonly warnings: readonly string[];
+  /** Drop privileges to this user (and group) once every socket is bound; null = stay as started. */
+  readonly user: string | null;
+  readonly group: string | null;
   readonly log: { readonly level: LogLevel; readonly access: boolean };
   readonly listeners: readonly ListenerModel[];
   readonly pools: readonly PoolModel[];

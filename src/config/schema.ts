@@ -239,7 +239,9 @@ const listener = object(
   {
     name: name('Unique listener name; used in logs and metrics.'),
     bind: kind('bind', {
-      description: 'Address to listen on: "host:port" or "[IPv6]:port"; "0.0.0.0:PORT" for all IPv4 interfaces, "[::]:PORT" for all.',
+      description:
+        'Address to listen on: "host:port" or "[IPv6]:port"; "0.0.0.0:PORT" for all IPv4 interfaces, "[::]:PORT" for all; ' +
+        'or "systemd:NAME" for a socket passed by systemd socket activation (FileDescriptorName=NAME).',
       type: 'string',
       maxLength: 300,
     }),
@@ -385,6 +387,20 @@ export const configSchema: JsonSchema = {
           default: DEFAULTS.accessLog,
         },
       }),
+      user: {
+        description:
+          'Drop privileges to this user once every listener and the admin server are bound (for runs without systemd; ' +
+          'under systemd use User= instead). Certificate files must stay readable by it for reloads. Default: keep the starting user.',
+        type: 'string',
+        minLength: 1,
+        maxLength: 64,
+      },
+      group: {
+        description: 'With user: the group to drop to. Default: the user\'s primary group.',
+        type: 'string',
+        minLength: 1,
+        maxLength: 64,
+      },
       listeners: {
         description: 'Where l4lb accepts connections; at least one.',
         type: 'array',

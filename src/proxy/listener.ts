@@ -16,6 +16,7 @@ import { ConfigError } from '../errors.js';
 import { SniRouter } from '../tls/sni-routes.js';
 import { TlsTerminator } from '../tls/terminator.js';
 import { loadCertificates, type CertLoadResult } from '../tls/cert-store.js';
+import { listenFds } from '../runtime/systemd.js';
 
 /**
  * How often open connections are checked for idleness: a quarter of the idle
@@ -191,10 +192,22 @@ export class Listener {
   /** Bind and start accepting. Rejects with ListenError. */
   start(): Promise<void> {
     const { host, port, text } = this.model.bind;
+    const fdName = this.model.systemdSocket;
+    // A handle `{ fd }` is what listen() takes for an inherited socket.
+    let target: net.ListenOptions | { fd: number } = { host, port, backlog: 4096 };
+    if (fdName !== null) {
+      // Socket activation: systemd bound it and keeps it across our restarts.
+      const fd = listenFds().get(fdName);
+      if (fd === undefined) {
+        const passed = process.env.LISTEN_FDNAMES ?? '(none)';
+        return Promise.reject(new ListenError(this.model.name, text, new Error(`systemd passed no socket named "${fdName}" (LISTEN_FDNAMES=${passed})`)));
+      }
+      target = { fd };
+    }
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(new ListenError(this.model.name, text, err));
       this.#server.once('error', onError);
-      this.#server.listen({ host, port, backlog: 4096 }, () => {
+      this.#server.listen(target as net.ListenOptions, () => {
         this.#server.removeListener('error', onError);
         const a = this.address();
         this.#logger.info({ address: a.address, port: a.port }, 'listening');

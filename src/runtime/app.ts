@@ -37,6 +37,7 @@ export interface ReloadSummary {
 
 /** Two binds that are the same socket: same address as written (port-0 binds only for the same listener name). */
 function sameSocket(a: ListenerModel, b: ListenerModel): boolean {
+  if (a.systemdSocket !== null || b.systemdSocket !== null) return a.systemdSocket === b.systemdSocket;
   if (a.bind.host !== b.bind.host || a.bind.port !== b.bind.port) return false;
   return a.bind.port !== 0 || a.name === b.name;
 }

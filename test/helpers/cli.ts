@@ -32,8 +32,19 @@ export interface Child {
 }
 
 /** Start `l4lb run --config file ...args` and resolve once every listener is bound ("started"). */
-export async function startCli(file: string, args: string[] = []): Promise<Child> {
-  const proc = spawn(process.execPath, [BIN, 'run', '--config', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startCli(
+  file: string,
+  args: string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
+  options: { untraced?: boolean } = {},
+): Promise<Child> {
+  const argv = [BIN, 'run', '--config', file, ...args];
+  // untraced: started through env(1) with a clean environment, out of reach of
+  // tap's process hooks (they write coverage data at exit, which a child that
+  // dropped root privileges may not).
+  const proc = options.untraced
+    ? spawn('env', ['-i', `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
   const lines: Array<Record<string, unknown>> = [];
   const waiters = new Set<() => void>();
   let stderr = '';
