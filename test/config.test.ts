@@ -58,11 +58,14 @@ const listenerDefaults = {
   perSource: { maxConnections: 0, connectRate: 0 },
   tls: null,
   routes: [],
+  systemdSocket: null,
 } as const;
 
 const expectedModel: Model = {
   admin: null,
   warnings: [],
+  user: null,
+  group: null,
   log: { level: 'debug', access: false },
   listeners: [
     { name: 'postgres', bind: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' }, pool: 'pg', timeouts: { idleMs: 1_800_000, handshakeMs: 5000 }, ...listenerDefaults },
@@ -148,6 +151,8 @@ t.test('a minimal configuration gets every default', async (t) => {
   t.same(model, {
     admin: null,
     warnings: [],
+    user: null,
+    group: null,
     log: { level: 'info', access: true },
     listeners: [{ name: 'l', bind: { host: '::1', port: 0, text: '[::1]:0' }, pool: 'p', timeouts: { idleMs: 3_600_000, handshakeMs: 5000 }, ...listenerDefaults }],
     pools: [
