@@ -62,7 +62,7 @@ export interface SourceHashMoves {
   readonly ipv6: MoveCount;
   /** The exact share an ideal hash would move for these names and weights (see {@link expectedMovedShare}). */
   readonly expected: number;
-  /** Every server on either side, by name. */
+  /** Every server on either side: in the new order, then those that leave. */
   readonly servers: readonly ServerShift[];
   /** Every non-empty flow, largest first. */
   readonly flows: readonly Flow[];
@@ -110,13 +110,17 @@ export function expectedMovedShare(before: readonly HashServer[], after: readonl
     for (const i of names) sum += Math.max((wBefore.get(i) ?? 0) / bj, (wAfter.get(i) ?? 0) / aj);
     stays += 1 / sum;
   }
-  return Math.max(0, 1 - stays);
+  const moved = 1 - stays;
+  // Rounding leaves crumbs like 1e-16 where the exact answer is 0.
+  return moved < 1e-9 ? 0 : moved;
 }
+
+const OCTETS = Array.from({ length: 256 }, (_, i) => String(i));
 
 /** The i-th of `count` IPv4 sample addresses. */
 export function ipv4SampleKey(i: number, count: number): string {
   const a = Math.floor(((i + 0.5) * 4294967296) / count);
-  return `${Math.floor(a / 16777216)}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+  return `${OCTETS[a >>> 24]}.${OCTETS[(a >>> 16) & 255]}.${OCTETS[(a >>> 8) & 255]}.${OCTETS[a & 255]}`;
 }
 
 /** splitmix32: small, fast, and the same everywhere. */
@@ -131,20 +135,31 @@ function splitmix32(seed: number): () => number {
   };
 }
 
-/** The `count` IPv6 sample addresses, in order. */
-export function ipv6SampleKeys(count: number): string[] {
+let ipv6Cache: { count: number; keys: readonly string[] } | undefined;
+
+/** The `count` IPv6 sample addresses, in order (kept for the next call). */
+export function ipv6SampleKeys(count: number): readonly string[] {
+  if (ipv6Cache?.count === count) return ipv6Cache.keys;
   const next = splitmix32(IPV6_SEED);
   const keys: string[] = new Array<string>(count);
+  const groups = new Array<number>(8);
   for (let i = 0; i < count; i++) {
-    const groups: string[] = [];
-    for (let g = 0; g < 4; g++) {
+    for (let g = 0; g < 8; g += 2) {
       const r = next();
-      let hi = r >>> 16;
-      if (g === 0) hi = 0x2000 | (hi & 0x1fff); // 2000::/3
-      groups.push(hi.toString(16), (r & 0xffff).toString(16));
+      groups[g] = g === 0 ? 0x2000 | ((r >>> 16) & 0x1fff) : r >>> 16; // 2000::/3
+      groups[g + 1] = r & 0xffff;
     }
-    keys[i] = normaliseClientKey(groups.join(':'));
+    let text = groups.map((x) => x.toString(16)).join(':');
+    // RFC 5952 compresses a run of two or more zero groups; rare enough here to leave to the general code.
+    for (let g = 1; g < 8; g++) {
+      if (groups[g] === 0 && groups[g - 1] === 0) {
+        text = normaliseClientKey(text);
+        break;
+      }
+    }
+    keys[i] = text;
   }
+  ipv6Cache = { count, keys };
   return keys;
 }
 
@@ -169,7 +184,8 @@ class Tally {
     readonly from: readonly HashServer[],
     readonly to: readonly HashServer[],
   ) {
-    this.names = [...new Set([...from.map((s) => s.name), ...to.map((s) => s.name)])].sort();
+    // Reported in the new order, then the servers that leave.
+    this.names = [...new Set([...to.map((s) => s.name), ...from.map((s) => s.name)])];
     const index = new Map(this.names.map((n, i) => [n, i]));
     const indexed = (list: readonly HashServer[]): Indexed[] => list.map((s) => ({ name: s.name, weight: s.weight, active: 0, index: index.get(s.name)! }));
     this.before = createPicker('source_hash', indexed(from));

@@ -13,6 +13,8 @@ import type { ProxyProtocolVersion } from '../config/model.js';
 import { encodeV1Local, encodeV2 } from '../proxy-protocol.js';
 import type net from 'node:net';
 import { AdminServer } from '../admin/server.js';
+// One rule for "same socket", shared with the reload preview (l4lb check --diff).
+import { sameSocket } from './diff.js';
 
 /** Probes of a pool that sends PROXY headers carry one too, so strict backends accept them. */
 function probeHeader(version: ProxyProtocolVersion): ((socket: net.Socket) => Buffer) | null {
@@ -33,13 +35,6 @@ export interface ReloadSummary {
   readonly listenersKept: readonly string[];
   readonly poolsAdded: readonly string[];
   readonly poolsRemoved: readonly string[];
-}
-
-/** Two binds that are the same socket: same address as written (port-0 binds only for the same listener name). */
-function sameSocket(a: ListenerModel, b: ListenerModel): boolean {
-  if (a.systemdSocket !== null || b.systemdSocket !== null) return a.systemdSocket === b.systemdSocket;
-  if (a.bind.host !== b.bind.host || a.bind.port !== b.bind.port) return false;
-  return a.bind.port !== 0 || a.name === b.name;
 }
 
 export class App {

@@ -14,9 +14,8 @@
  * the same listener), so a renamed listener is reported as removed and
  * added, and the added one as taking over the removed one's socket.
  */
-import type { Balance, Model } from '../config/model.js';
+import type { ListenerModel, Model, PoolModel, ServerModel } from '../config/model.js';
 import { bytesFromJson, modelToJson, type HexBytes, type Jsonified, type ModelJson } from '../config/model-json.js';
-import type { ListenerModel, PoolModel, ServerModel } from '../config/model.js';
 import { formatTable } from '../admin/client.js';
 import {
   DEFAULT_IPV4_SAMPLES,
@@ -116,8 +115,8 @@ export interface ConfigDiff {
   readonly certificateFiles: number;
 }
 
-export const ADMIN_RESTART_NOTE = 'admin settings take effect at the next restart, not on reload';
-export const PROCESS_RESTART_NOTE = 'user and group take effect at the next restart, not on reload';
+export const ADMIN_RESTART_NOTE = 'takes effect at the next restart, not on reload';
+export const PROCESS_RESTART_NOTE = 'takes effect at the next restart, not on reload';
 
 // ---------------------------------------------------------------------------
 // Rendering values
@@ -363,7 +362,7 @@ function diffListeners(running: readonly ListenerJson[], next: readonly Listener
     .filter((l) => !oldByName.has(l.name))
     .map((l) => {
       const from = takesFrom.get(l.name);
-      return listenerSummary(l, from !== undefined ? `takes over the socket of listener ${from} (no refused connections)` : 'opens a new socket');
+      return listenerSummary(l, from !== undefined ? `takes over the socket of listener ${from} (no refused connections)` : 'binds a new socket');
     });
   const removed = running
     .filter((l) => !newByName.has(l.name))
@@ -383,10 +382,10 @@ function diffListeners(running: readonly ListenerJson[], next: readonly Listener
       if (!reopens) {
         note = 'same address: the socket is kept';
       } else {
-        const opens = from !== undefined ? `takes over the socket of listener ${from}` : 'opens a new socket';
+        const opens = from !== undefined ? `takes over the socket of listener ${from}` : 'binds a new socket';
         const to = passesTo.get(l.name);
         const old = to !== undefined ? `its old socket passes to listener ${to}` : `the old socket ${closes}`;
-        note = `re-opened: ${opens}; ${old}`;
+        note = `socket re-opened: ${opens}; ${old}`;
       }
       fields.push({ field: 'bind', from: formatEndpoint(old.bind), to: formatEndpoint(l.bind), note });
     }
@@ -517,14 +516,10 @@ export function diffModels(running: ModelJson | Model, next: ModelJson | Model, 
 /** Largest flows shown per pool; the rest are summed up. */
 const MAX_FLOWS = 8;
 
-function counted(n: number, what: string): string {
-  return `${n} ${what}`;
-}
-
 function tally(parts: Record<string, number>): string {
   return Object.entries(parts)
     .filter(([, n]) => n > 0)
-    .map(([what, n]) => counted(n, what))
+    .map(([what, n]) => `${n} ${what}`)
     .join(', ');
 }
 
