@@ -380,6 +380,25 @@ t.test('timeouts.handshake 300ms: no header, a partial header, or a trickle are 
   t.equal(backend.bytes(), 0, 'no byte reached the backend');
 });
 
+t.test('a FIN before the header is complete: closed at once (not held to the deadline); partial header = proxy_header_error, nothing sent = client_close', async (t) => {
+  const backend = await countingEcho(t);
+  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, timeouts: { handshake: '10s' } } }));
+  const cases: Array<[string, Buffer, string]> = [
+    ['half a v1 header, then FIN', Buffer.from('PROXY TCP4 203.0.113.7 '), 'proxy_header_error'],
+    ['half a v2 header, then FIN', v2Header(HEADER_IP, HEADER_PORT, '127.0.0.1', 1).subarray(0, 20), 'proxy_header_error'],
+    ['nothing, then FIN (a TCP health check)', Buffer.alloc(0), 'client_close'],
+  ];
+  for (const [what, bytes, termination] of cases) {
+    const c = await client(t, lb.port());
+    c.end(bytes);
+    const ms = await closed(c, 5_000);
+    t.ok(ms < 3_000, `${what}: closed after ${ms}ms (handshake deadline 10s)`);
+    const line = await accessLine(lb, `127.0.0.1:${c.lport}`);
+    t.equal(line.termination, termination, `${what}: logged ${termination}`);
+  }
+  t.equal(backend.bytes(), 0, 'no byte reached the backend');
+});
+
 // ---------------------------------------------------------------------------
 // (d) source_hash
 

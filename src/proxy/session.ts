@@ -103,6 +103,8 @@ export class Session implements ServerConnection, HandshakeOwner {
   #handshakeTimer: NodeJS.Timeout | undefined;
   #headerParser: ProxyHeaderParser | undefined;
   #helloReader: ClientHelloReader | undefined;
+  /** tls terminate: the terminator holds the client until it reports (onTlsSecure / onTlsError). */
+  #tlsHandshake = false;
   /** PROXY header bytes read from the client: not part of bytes_in. */
   #headerBytes = 0;
   #sni: string | null = null;
@@ -277,6 +279,13 @@ export class Session implements ServerConnection, HandshakeOwner {
       this.#client.on('data', this.#onHelloData);
       this.#client.resume();
     } else {
+      this.#tlsHandshake = true;
+      // The TLS socket copies allowHalfOpen from the raw one. A FIN before the
+      // handshake is done means it never will be (the client can no longer
+      // send its Finished): without this the connection would be held, half
+      // open, until the handshake deadline and then logged as a timeout (every
+      // TCP health check a failed handshake). Restored in onTlsSecure.
+      this.#raw.allowHalfOpen = false;
       this.#ctx.terminator!.accept(this.#raw, this);
     }
   }
@@ -302,10 +311,14 @@ export class Session implements ServerConnection, HandshakeOwner {
 
   /** The handshake finished: from now on the TLS socket is the client. */
   onTlsSecure(socket: tls.TLSSocket): void {
+    this.#tlsHandshake = false;
     if (this.#phase !== Phase.Handshake) {
       socket.destroy();
       return;
     }
+    // Half-close passes through the splice again (see #afterAdmit).
+    this.#raw.allowHalfOpen = true;
+    socket.allowHalfOpen = true;
     const raw = this.#raw;
     raw.removeListener('error', this.#onClientError);
     raw.removeListener('end', this.#onClientEnd);
@@ -324,9 +337,26 @@ export class Session implements ServerConnection, HandshakeOwner {
   }
 
   onTlsError(err: Error): void {
-    if (this.#phase !== Phase.Handshake) return;
+    this.#tlsHandshake = false;
+    if (this.#phase !== Phase.Handshake || this.#termination !== undefined) return;
     const code = (err as NodeJS.ErrnoException).code;
-    this.#tlsFailed(code ?? err.message);
+    // ECONNRESET: the client went away (a reset, or Node's "socket hang up" for a FIN).
+    if (code === 'ECONNRESET') this.#clientLeftDuringHandshake();
+    else this.#tlsFailed(code ?? err.message);
+  }
+
+  /**
+   * The client went away before its handshake (or its ClientHello) was
+   * complete: a failed handshake if it had sent any of it, as in both modes
+   * alike; a plain client_close if it sent nothing (a TCP health check or a
+   * port scan is no TLS failure).
+   */
+  #clientLeftDuringHandshake(): void {
+    if (this.#termination === undefined && this.#raw.bytesRead > this.#headerBytes) {
+      this.#tlsFailed('client closed the connection during the handshake');
+    } else {
+      this.#end('client_close');
+    }
   }
 
   /** A failed handshake: counted, logged once at info with the reason. */
@@ -517,10 +547,22 @@ export class Session implements ServerConnection, HandshakeOwner {
   };
 
   #onClientError = (): void => {
+    // Mid-handshake the terminator reports, with the reason; 'close' follows.
+    if (this.#tlsHandshake) return;
+    if (this.#helloReader !== undefined) return this.#clientLeftDuringHandshake();
     this.#end('client_close');
   };
 
   #onClientEnd = (): void => {
+    if (this.#tlsHandshake) return;
+    // A FIN before the PROXY header is complete: it never will be. An empty
+    // connection (a TCP health check) is a plain close, a partial header an error.
+    if (this.#headerParser !== undefined) {
+      return this.#end(this.#raw.bytesRead > 0 ? 'proxy_header_error' : 'client_close');
+    }
+    // A FIN before the ClientHello is complete: it never will be, so do not
+    // hold the half-open connection until the handshake deadline.
+    if (this.#helloReader !== undefined) return this.#clientLeftDuringHandshake();
     this.#termination ??= 'client_close';
   };
 
@@ -531,6 +573,14 @@ export class Session implements ServerConnection, HandshakeOwner {
   #onClientClose = (hadError: boolean): void => {
     this.#clientClosed = true;
     if (this.#phase !== Phase.Spliced) {
+      if (this.#tlsHandshake && this.#termination === undefined) {
+        // The TLS server says why right after this event (tlsClientError →
+        // onTlsError), e.g. a refused client certificate, which Node closes
+        // without an error of its own: wait for it, so that is a tls_error.
+        setImmediate(() => this.#end('client_close'));
+        return;
+      }
+      if (this.#helloReader !== undefined) return this.#clientLeftDuringHandshake();
       // The client gave up before the splice: stop whatever was under way.
       this.#end('client_close');
       return;

@@ -29,6 +29,8 @@ const MAX_FRAGMENT_BYTES = 16384;
 const MIN_CLIENT_HELLO_BODY = 41;
 /** Smallest sensible `maxBytes`: one record holding the smallest possible ClientHello. */
 const MIN_MAX_BYTES = RECORD_HEADER_BYTES + HANDSHAKE_HEADER_BYTES + MIN_CLIENT_HELLO_BODY;
+/** Received chunks kept by reference before they are copied into one buffer. */
+const MAX_HELD_CHUNKS = 16;
 
 const EXT_SERVER_NAME = 0;
 const EXT_ALPN = 16;
@@ -169,7 +171,14 @@ export class ClientHelloReader {
       }
       throw err;
     }
-    if (hello === null) return NEED_MORE;
+    if (hello === null) {
+      // A client that trickles its ClientHello a byte per packet would leave
+      // thousands of 1-byte Buffers here (hundreds of bytes of overhead each:
+      // megabytes per connection for 16 KiB): fold them into one copy now and
+      // then, so what is held stays close to the bytes received.
+      if (this.chunks.length >= MAX_HELD_CHUNKS) this.chunks = [Buffer.concat(this.chunks, this.received)];
+      return NEED_MORE;
+    }
     this.finished = true;
     const buffered = this.chunks.length === 1 ? chunk : Buffer.concat(this.chunks, this.received);
     this.release();

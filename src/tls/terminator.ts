@@ -55,7 +55,12 @@ export class TlsTerminator {
     this.#server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
       const raw = parentOf(socket);
       const owner = raw && this.#owners.get(raw);
-      if (owner) owner.onTlsError(err);
+      // A client certificate that fails verification (unknown CA, expired)
+      // is not an OpenSSL error: Node checks it after the handshake and, with
+      // rejectUnauthorized, destroys the socket silently; all that follows is
+      // this generic "socket hang up". The real reason is authorizationError.
+      const refused = socket.authorizationError;
+      if (owner) owner.onTlsError(refused ? certificateRefused(refused) : err);
       socket.destroy();
     });
   }
@@ -83,6 +88,13 @@ export class TlsTerminator {
  */
 function parentOf(socket: tls.TLSSocket): net.Socket | undefined {
   return (socket as unknown as { _parent?: net.Socket })._parent;
+}
+
+/** The error reported for a client certificate that failed verification: OpenSSL's code, e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE. */
+function certificateRefused(code: unknown): Error {
+  // Typed as Error in @types/node, but Node sets the verify error's code (a string).
+  const text = typeof code === 'string' ? code : ((code as NodeJS.ErrnoException).code ?? String(code));
+  return new Error(`client certificate refused: ${text}`);
 }
 
 /** Everything worth logging and relaying about a finished server-side handshake. */
