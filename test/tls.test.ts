@@ -98,11 +98,16 @@ function main(): void {
     return lb.lines.filter((l) => l.msg === 'connection');
   }
 
-  /** The access-log line of the connection from local port `port` (or from client `ip:port`). */
-  async function accessLine(lb: Running, port: number | string, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+  /**
+   * The access-log line of the connection from local port `port` (or from
+   * client `ip:port`), on `listener` if given. The newest match: the kernel
+   * may hand an earlier connection to another listener the same local port.
+   */
+  async function accessLine(lb: Running, port: number | string, timeoutMs = 10_000, listener?: string): Promise<Record<string, unknown>> {
     const client = typeof port === 'number' ? `127.0.0.1:${port}` : port;
-    await waitFor(() => accessLines(lb).some((l) => l.client === client), timeoutMs, `access log line for ${client}`);
-    return accessLines(lb).find((l) => l.client === client)!;
+    const matches = (l: Record<string, unknown>) => l.client === client && (listener === undefined || l.listener === listener);
+    await waitFor(() => accessLines(lb).some(matches), timeoutMs, `access log line for ${client}`);
+    return accessLines(lb).filter(matches).at(-1)!;
   }
 
   function failureLines(lb: Running, port: number): Array<Record<string, unknown>> {
@@ -630,7 +635,7 @@ function main(): void {
       t.equal(await echoes(second, 'second'), 'second', `${what}: data flows on the resumed connection`);
       if (listener === 'mtls') {
         second.end();
-        const line = await accessLine(lb, second.lport);
+        const line = await accessLine(lb, second.lport, 10_000, listener);
         t.equal(line.client_cn, 'client1', `${what}: the client CN is known on a resumed session too`);
       }
     }
