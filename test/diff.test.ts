@@ -549,3 +549,74 @@ t.test('l4lb check --diff: errors', async (t) => {
   t.equal(r.status, 1);
   t.match(r.stderr, /admin server answered 404: not found; is the running l4lb older than this one\?/);
 });
+
+t.test('the preview matches a real reload: 200 clients (127.0.0.2-201) move exactly as predicted, flows included', async (t) => {
+  const { namedBackend, whoAnswers } = await import('./helpers/net.js');
+  const { writeFileSync } = await import('node:fs');
+  const names = Array.from({ length: 11 }, (_, i) => `s${i + 1}`);
+  const backends = new Map<string, string>();
+  for (const name of names) {
+    const b = await namedBackend(name);
+    t.teardown(() => b.close());
+    backends.set(name, b.address);
+  }
+  const config = (members: Array<[string, number]>) => ({
+    admin: { listen: '127.0.0.1:0' },
+    log: { level: 'info', access: false },
+    listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
+    pools: [{ name: 'p', balance: 'source_hash', health: { interval: '1h' }, servers: members.map(([name, weight]) => ({ name, address: backends.get(name)!, weight })) }],
+  });
+  const before = config(names.slice(0, 10).map((n) => [n, 1]));
+  // s5 leaves, s11 joins, s2 doubles its weight.
+  const after = config([...names.slice(0, 10).filter((n) => n !== 's5').map((n): [string, number] => [n, n === 's2' ? 2 : 1]), ['s11', 1]]);
+  const { file, cleanup } = writeConfig(before);
+  t.teardown(cleanup);
+  const child = await startCli(file);
+  t.teardown(() => child.kill());
+  const admin = `http://127.0.0.1:${(await child.waitForLine((l) => l.msg === 'admin listening')).port as number}`;
+  const port = child.port('front');
+  const clients = Array.from({ length: 200 }, (_, i) => `127.0.0.${i + 2}`);
+  const servedBy = async (): Promise<string[]> => {
+    const out: string[] = [];
+    for (const ip of clients) out.push(await whoAnswers(port, ip));
+    return out;
+  };
+  const first = await servedBy();
+
+  // The preview: the CLI's text, and the same computation for exactly these clients.
+  const next = writeConfig(after, 'next.json');
+  t.teardown(next.cleanup);
+  const preview = runCli(['check', '--config', next.file, '--diff', admin]);
+  t.equal(preview.status, 0, preview.stderr);
+  const printed = /pool p: ([\d.]+)% of client addresses move to another server/.exec(preview.stdout);
+  t.ok(printed, 'the preview prints the share for pool p');
+  const running = ((await (await fetch(`${admin}/config`)).json()) as { model: ModelJson }).model;
+  const forClients = moves(diffModels(running, await buildModel(after), { clients, ipv6: 0 }), 'p');
+  if (forClients.kind !== 'sampled') throw new Error(forClients.kind);
+
+  writeFileSync(file, JSON.stringify(after));
+  child.proc.kill('SIGHUP');
+  await child.waitForLine((l) => l.msg === 'configuration reloaded');
+  const second = await servedBy();
+
+  const observed = new Map<string, number>();
+  let moved = 0;
+  for (let i = 0; i < clients.length; i++) {
+    if (first[i] === second[i]) continue;
+    moved++;
+    const k = `${first[i]} → ${second[i]}`;
+    observed.set(k, (observed.get(k) ?? 0) + 1);
+  }
+  t.comment(`real reload: ${moved} of ${clients.length} clients moved; preview for the same clients: ${forClients.moves.ipv4.moved}; printed share (1,000,000 sampled addresses): ${printed?.[1]}%`);
+  t.equal(moved, forClients.moves.ipv4.moved, 'as many clients moved as the preview said');
+  t.same(
+    Object.fromEntries([...observed].sort()),
+    Object.fromEntries(forClients.moves.flows.map((f): [string, number] => [`${f.from} → ${f.to}`, f.count]).sort()),
+    'and along the same flows (server to server)',
+  );
+  t.ok(first.every((s) => s !== 's11') && second.every((s) => s !== 's5'), 's11 only after, s5 only before');
+  // The printed share is over a million addresses; 200 clients agree with it within sampling error (4 sigma).
+  const share = Number(printed?.[1]) / 100;
+  const sigma = Math.sqrt((share * (1 - share)) / clients.length);
+  t.ok(Math.abs(moved / clients.length - share) <= 4 * sigma, `observed ${((100 * moved) / clients.length).toFixed(1)}% vs printed ${printed?.[1]}% (4 sigma = ${(400 * sigma).toFixed(1)} points)`);
+});

@@ -71,6 +71,12 @@ export interface SourceHashMoves {
 export interface SampleOptions {
   readonly ipv4?: number;
   readonly ipv6?: number;
+  /**
+   * Compare these client addresses (as Node reports them) instead of the
+   * even IPv4 spread: to ask where known clients would go. Counted, with
+   * per-server shares and flows, as the IPv4 sample.
+   */
+  readonly clients?: readonly string[];
 }
 
 /** The servers a pool's source_hash picks from when all are up: its primaries, or its backups if it has none. */
@@ -248,12 +254,13 @@ export function compareSourceHash(
   changes: readonly { readonly before: readonly HashServer[]; readonly after: readonly HashServer[] }[],
   options: SampleOptions = {},
 ): SourceHashMoves[] {
-  const ipv4 = options.ipv4 ?? DEFAULT_IPV4_SAMPLES;
+  const clients = options.clients;
+  const ipv4 = clients?.length ?? options.ipv4 ?? DEFAULT_IPV4_SAMPLES;
   const ipv6 = options.ipv6 ?? DEFAULT_IPV6_SAMPLES;
   const tallies = changes.map((c) => new Tally(c.before, c.after));
   if (tallies.length === 0) return [];
   for (let i = 0; i < ipv4; i++) {
-    const key = ipv4SampleKey(i, ipv4);
+    const key = clients !== undefined ? normaliseClientKey(clients[i]!) : ipv4SampleKey(i, ipv4);
     for (const t of tallies) t.ipv4(key);
   }
   for (const key of ipv6SampleKeys(ipv6)) {
