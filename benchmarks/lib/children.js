@@ -22,7 +22,18 @@ export function startProcess(command, args = [], { name = command } = {}) {
 
 /** Start `node script args...` with the same Node as ours. */
 export function startNode(script, args = [], { name = script } = {}) {
-  return startProcess(process.execPath, [script, ...args], { name });
+  return startProcess(process.execPath, [...shebangNodeFlags(script), script, ...args], { name });
+}
+
+/**
+ * The node flags a script's `#!/usr/bin/env -S node FLAGS` line asks for
+ * (bin/l4lb.js sets a V8 heap flag), so a script is measured as an operator
+ * runs it, with this process's node.
+ */
+function shebangNodeFlags(script) {
+  const first = readFileSync(script, 'utf8').split('\n', 1)[0];
+  const m = /^#!\S*env -S node((?: --?[\w-]+(?:=\S+)?)*)\s*$/.exec(first);
+  return m ? m[1].trim().split(/\s+/).filter(Boolean) : [];
 }
 
 /**
