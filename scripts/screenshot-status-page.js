@@ -129,12 +129,18 @@ const chromium = spawn(
 cleanups.push(() => chromium.kill('SIGKILL'));
 let stderr = '';
 chromium.stderr.on('data', (d) => (stderr += d));
+const timer = setTimeout(() => {
+  stderr += '\nchromium did not finish within 60 s; killed';
+  chromium.kill('SIGKILL');
+}, 60_000);
+const started = Date.now();
 const code = await new Promise((ok) => chromium.on('exit', ok));
+clearTimeout(timer);
 if (code !== 0) {
   console.error(stderr);
   process.exitCode = 1;
 } else {
-  console.log(`wrote ${out}`);
+  console.log(`wrote ${out} (chromium took ${Date.now() - started} ms)`);
 }
 lb.kill('SIGTERM');
 process.exit();
