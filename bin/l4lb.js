@@ -6,6 +6,15 @@
 // starting limit removes that (measured: benchmarks/README.md, "Heap flag").
 // Not allowed in NODE_OPTIONS, hence here; `node bin/l4lb.js` runs without it.
 // Entry point: the compiled CLI (built by `npm ci` through the prepare script).
-import { main } from '../dist/cli.js';
+//
+// `run` catches SIGHUP/SIGTERM/SIGINT before anything else loads: loading the
+// CLI and its dependencies takes a noticeable time, and Node's default for
+// SIGHUP is to die. The signals module imports nothing, so this costs ~1 ms;
+// what arrives is remembered until `run` can act (see src/runtime/signals.ts).
+if (process.argv[2] === 'run') {
+  const { catchSignals } = await import('../dist/runtime/signals.js');
+  catchSignals();
+}
+const { main } = await import('../dist/cli.js');
 
 main(process.argv);

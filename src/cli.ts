@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Argument, Command, InvalidArgumentError } from 'commander';
-import { AdminClientError, DEFAULT_ADMIN_URL, fetchConfig, fetchStatus, formatStatus, resolveToken, setServerState } from './admin/client.js';
+import { AdminClientError, DEFAULT_ADMIN_URL, baseUrl, fetchConfig, fetchStatus, formatStatus, redactForToken, resolveToken, setServerState } from './admin/client.js';
 import { diffModels, formatDiff } from './runtime/diff.js';
 import { loadConfig } from './config/load.js';
 import { parseDuration } from './config/duration.js';
@@ -12,10 +12,10 @@ import { ConfigError, L4lbError, describe } from './errors.js';
 import { DEFAULTS } from './defaults.js';
 import { createLogger } from './log.js';
 import { App } from './runtime/app.js';
-import { installSignals } from './runtime/signals.js';
+import { attachSignals, catchSignals, onSignalDuringStart } from './runtime/signals.js';
 import { reloadFromFile } from './runtime/reload.js';
 import { sdNotify } from './runtime/systemd.js';
-import { dropPrivileges } from './runtime/privileges.js';
+import { describeUnreadable, dropPrivileges, planPrivilegeDrop, rereadReport, rereadWarnings, unreadableFix } from './runtime/privileges.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -60,8 +60,10 @@ Examples:
       'after',
       `
 Signals:
+  SIGHUP           reload the configuration and re-read certificates (during start: once started)
   SIGTERM, SIGINT  stop accepting, let open connections finish up to --drain-timeout, exit 0
-                   (a second signal closes them at once)
+                   (a second signal closes everything at once; during start: stop once started,
+                   a second one exits at once)
 
 Example:
   $ l4lb run --config conf/demo.yaml`,
@@ -78,15 +80,21 @@ Example:
       '--diff <admin-url>',
       'then preview a reload against the l4lb running at this admin URL: listeners, pools and servers added, removed and changed, and the share of source_hash clients that move',
     )
+    .option(
+      '--token-file <file>',
+      "with --diff: file holding the admin token (default: L4LB_ADMIN_TOKEN, else the checked file's admin.token_file)",
+    )
     .addHelpText(
       'after',
       '\nExamples:\n  $ l4lb check --config /etc/l4lb/l4lb.yaml && systemctl reload l4lb\n  $ l4lb check --config /etc/l4lb/l4lb.yaml --diff http://127.0.0.1:9900',
     )
-    .action(async (opts: { config: string; diff?: string }) => {
+    .action(async (opts: { config: string; diff?: string; tokenFile?: string }) => {
       let model;
       try {
         model = await loadConfig(opts.config);
         for (const w of model.warnings) process.stderr.write(`warning: ${w}\n`);
+        // user: which secret files the dropped user cannot re-read (reloads keep the copy read at start).
+        for (const w of rereadWarnings(model, opts.config)) process.stderr.write(`warning: ${w}\n`);
         const servers = model.pools.reduce((n, p) => n + p.servers.length, 0);
         process.stdout.write(
           `${opts.config}: ok (${model.listeners.length} listener${model.listeners.length === 1 ? '' : 's'}, ` +
@@ -99,8 +107,12 @@ Example:
       }
       if (opts.diff === undefined) return;
       try {
-        const running = await fetchConfig(opts.diff, '--diff');
-        process.stdout.write(`\nReload preview: ${opts.config} against the running l4lb at ${opts.diff}\n\n${formatDiff(diffModels(running, model))}`);
+        baseUrl(opts.diff, '--diff'); // a bad URL is named before a missing token
+        const token = await resolveToken(opts.tokenFile, process.env, { tokenFile: model.admin?.tokenFile ?? null });
+        const running = await fetchConfig(opts.diff, token, '--diff');
+        // Both sides redacted with the token's key: a changed probe payload shows, its bytes do not.
+        const next = redactForToken(model, token);
+        process.stdout.write(`\nReload preview: ${opts.config} against the running l4lb at ${opts.diff}\n\n${formatDiff(diffModels(running, next))}`);
       } catch (err) {
         process.stderr.write(`l4lb: ${err instanceof AdminClientError ? err.message : describe(err)}\n`);
         process.exitCode = 1;
@@ -156,6 +168,13 @@ function addAdminCommands(program: Command): void {
 }
 
 async function run(configFile: string, drainMs: number): Promise<void> {
+  // First thing (bin/l4lb.js has usually done it already): a SIGHUP during
+  // start must not kill the process, a SIGTERM must not be lost.
+  catchSignals();
+  onSignalDuringStart((signal) => {
+    process.stderr.write(`l4lb: second ${signal} during start: exiting at once\n`);
+    process.exit(1);
+  });
   let model;
   try {
     model = await loadConfig(configFile);
@@ -164,9 +183,17 @@ async function run(configFile: string, drainMs: number): Promise<void> {
     process.exitCode = 1;
     return;
   }
+  // The token file's owner rule accepts the user we are about to become.
+  planPrivilegeDrop(model.user);
   const root = createLogger(model.log.level);
   const logger = root.logger;
   const app = new App(model, logger);
+  onSignalDuringStart((signal) => {
+    // Exiting closes every socket start has bound so far.
+    logger.warn({ signal }, 'second stop signal during start: exiting at once');
+    root.flushSync();
+    process.exit(1);
+  });
   process.on('uncaughtException', (err) => {
     // Unknown state: log it and exit non-zero so the supervisor restarts us.
     try {
@@ -186,13 +213,25 @@ async function run(configFile: string, drainMs: number): Promise<void> {
     process.exit(1);
   }
   if (model.user !== null) {
+    // While still root: name each file the user cannot read (reloads keep the copy read at start, or fail for the configuration).
+    const report = rereadReport(model, configFile);
+    if (report !== null && report.known) {
+      for (const u of report.unreadable) {
+        logger.warn(
+          { path: u.path, file: u.file, user: report.user, error: u.error, fix: unreadableFix(u, report.user, report.group) },
+          describeUnreadable(u, report.user, report.group),
+        );
+      }
+    } else if (report !== null) {
+      logger.info({ user: report.user, reason: report.reason }, 'cannot tell which files the user can read after the privilege drop');
+    }
     // Every socket is bound: root is no longer needed. Failing to drop is fatal.
     try {
       const ids = dropPrivileges(model.user, model.group);
       logger.info({ user: model.user, uid: ids.uid, gid: ids.gid }, 'privileges dropped');
     } catch (err) {
       logger.fatal({ code: err instanceof L4lbError ? err.code : undefined, err: describe(err) }, 'cannot drop privileges');
-      await app.stop(0);
+      await app.destroy();
       await root.close();
       process.exit(1);
     }
@@ -201,7 +240,9 @@ async function run(configFile: string, drainMs: number): Promise<void> {
   logger.info({ version: pkg.version, config: configFile, listeners: model.listeners.length, pools: model.pools.length }, 'started');
   const notifyFailed = (err: Error): void => logger.warn({ err: describe(err) }, 'systemd notification failed');
   const status = (): string => `serving ${app.listeners.length} listener(s), ${app.pools.size} pool(s)`;
-  installSignals({
+  // Every listener is bound: tell systemd (Type=notify) we are ready, before a signal held during start (RELOADING, STOPPING) is acted on.
+  await sdNotify({ READY: '1', STATUS: status() }, notifyFailed);
+  attachSignals({
     logger,
     stop: async () => {
       await sdNotify({ STOPPING: '1', STATUS: 'draining' }, notifyFailed);
@@ -210,17 +251,14 @@ async function run(configFile: string, drainMs: number): Promise<void> {
       await root.close();
       process.exit(0);
     },
-    forceStop: () => {
-      for (const l of app.listeners) l.shutdown();
-    },
+    // Every session (also on listeners a reload retired), probes, the admin server: the graceful stop then ends at once.
+    forceStop: () => void app.destroy(),
     reload: async () => {
       await sdNotify({ RELOADING: '1', STATUS: 'reloading' }, notifyFailed);
       const ok = await reloadFromFile(app, configFile, logger);
       await sdNotify({ READY: '1', STATUS: ok ? status() : `${status()}; last reload FAILED (see log)` }, notifyFailed);
     },
   });
-  // Every listener is bound: tell systemd (Type=notify) we are ready.
-  await sdNotify({ READY: '1', STATUS: status() }, notifyFailed);
 }
 
 export function main(argv: string[]): void {

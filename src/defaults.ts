@@ -29,4 +29,17 @@ export const DEFAULTS = Object.freeze({
   onServerDown: 'keep' as const,
   /** Loopback: status and metrics need no token, so they are not offered to the network unless asked for. */
   adminListen: '127.0.0.1:9900',
+  /**
+   * How often a listener's session-ticket key is replaced (the one before is
+   * kept for decryption): 12 h, as the usual NGINX / HAProxy key-rotation
+   * setups do. A stolen key then opens at most a day of recorded sessions.
+   */
+  ticketKeyRotationMs: 12 * 3_600_000,
+  /**
+   * How long a terminated TLS session can be resumed (ticket lifetime):
+   * OpenSSL's own default, what clients got before it was named. The previous
+   * ticket key is kept this long after a rotation: no ticket it encrypted at
+   * the time of the rotation can be older.
+   */
+  tlsSessionLifetimeMs: 7_200_000,
 });

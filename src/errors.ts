@@ -11,8 +11,11 @@ export type ErrorCode =
   | 'L4LB_NO_SERVER'
   | 'L4LB_LISTEN_FAILED'
   | 'L4LB_PRIVILEGE_DROP'
+  | 'L4LB_SECRET_NOT_FILE'
+  | 'L4LB_SECRET_TOO_LARGE'
   | 'L4LB_PROXY_HEADER_INVALID'
-  | 'L4LB_CLIENT_HELLO_INVALID';
+  | 'L4LB_CLIENT_HELLO_INVALID'
+  | 'L4LB_LOCAL_RESOURCE';
 
 export class L4lbError extends Error {
   readonly code: ErrorCode;
@@ -61,6 +64,28 @@ export class ConnectFailedError extends L4lbError {
 export class NoServerError extends L4lbError {
   constructor(pool: string) {
     super('L4LB_NO_SERVER', `no server available in pool ${pool}`);
+  }
+}
+
+/**
+ * Errno codes that mean the balancer itself ran short (descriptors, ports,
+ * buffers, memory), not that the server failed: they never count against a
+ * server's health, and the client's connection ends as `local_error`.
+ */
+export const LOCAL_RESOURCE_CODES: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'EADDRNOTAVAIL', 'ENOBUFS', 'ENOMEM']);
+
+/** The errno code of `err` when it is one of {@link LOCAL_RESOURCE_CODES}, else undefined. */
+export function localResourceCode(err: unknown): string | undefined {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return typeof code === 'string' && LOCAL_RESOURCE_CODES.has(code) ? code : undefined;
+}
+
+/** The balancer could not open what a connection needs (its own shortage, not the server's). */
+export class LocalResourceError extends L4lbError {
+  readonly errno: string;
+  constructor(errno: string, what: string) {
+    super('L4LB_LOCAL_RESOURCE', `${what}: ${errno} (the balancer's own shortage, not the server's)`);
+    this.errno = errno;
   }
 }
 

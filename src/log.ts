@@ -12,6 +12,21 @@ const FINAL_FLUSH_MS = 1_000;
  */
 const BATCH_BYTES = 4_096;
 const BATCH_MAX_DELAY_MS = 250;
+/**
+ * Most bytes of log lines held while stdout does not take them (journald
+ * stalled, a terminal paused): beyond this, new lines are dropped and
+ * counted (l4lb_log_lines_dropped_total) rather than growing memory
+ * without bound. 8 MiB is some 40,000 access lines.
+ */
+export const MAX_BUFFERED_LOG_BYTES = 8 * 1024 * 1024;
+
+/** Lines dropped because stdout did not keep up, since the process started. */
+let droppedLines = 0;
+
+/** Lines the root logger dropped because its buffer was full (for the metric). */
+export function droppedLogLines(): number {
+  return droppedLines;
+}
 
 export interface RootLogger {
   readonly logger: Logger;
@@ -22,8 +37,9 @@ export interface RootLogger {
 }
 
 /** Asynchronous stdout: the accept path must not block on a slow terminal or journald. */
-export function createLogger(level: LogLevel = 'info'): RootLogger {
-  const destination = pino.destination({ dest: 1, sync: false, minLength: BATCH_BYTES });
+export function createLogger(level: LogLevel = 'info', dest: number | string = 1): RootLogger {
+  const destination = pino.destination({ dest, sync: false, minLength: BATCH_BYTES, maxLength: MAX_BUFFERED_LOG_BYTES });
+  destination.on('drop', () => droppedLines++);
   // A quiet process must not hold its last lines back indefinitely. The
   // timer is unref'd because logging alone must not keep the process alive;
   // close() clears it.

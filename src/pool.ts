@@ -46,6 +46,8 @@ export class Server implements Candidate {
   readonly connections = new Set<ServerConnection>();
   /** When slow start began (ms since epoch), or 0. */
   slowStartSince = 0;
+  /** A reload removed this server: it takes no new connection; its open ones finish. */
+  retired = false;
 
   constructor(model: ServerModel, rise: number, fall: number) {
     this.name = model.name;
@@ -88,7 +90,9 @@ export class Pool {
   #slowStartTimer: NodeJS.Timeout | undefined;
   /** Servers taken from the previous pool, with their new settings (see activate()). */
   readonly #carriedOver: Array<[Server, ServerModel]> = [];
-  /** TLS to the servers: options built once (files read here), or null for plain TCP. */
+  /** Servers of the previous pool that this one does not keep (marked retired by activate()). */
+  readonly #dropped: Server[] = [];
+  /** TLS to the servers: options built once, when the configuration loaded (see tls/backend.ts), or null for plain TCP. */
   readonly tlsOptions: tls.ConnectionOptions | null;
 
   /**
@@ -99,7 +103,7 @@ export class Pool {
   constructor(model: PoolModel, previous?: Pool) {
     this.model = model;
     this.name = model.name;
-    this.tlsOptions = model.tls !== null ? backendTlsOptions(model.tls) : null;
+    this.tlsOptions = model.tls !== null ? backendTlsOptions(model.tls, `pool ${model.name}: tls`) : null;
     const { rise, fall } = model.health;
     this.servers = model.servers.map((s) => {
       const kept = previous?.server(s.name);
@@ -110,6 +114,7 @@ export class Pool {
       }
       return new Server(s, rise, fall);
     });
+    if (previous !== undefined) for (const s of previous.servers) if (!this.servers.includes(s)) this.#dropped.push(s);
     this.#primary = this.#build(false);
     this.#backup = this.#build(true);
   }
@@ -123,6 +128,8 @@ export class Pool {
     const { rise, fall } = this.model.health;
     for (const [server, model] of this.#carriedOver) server.reconfigure(model, rise, fall);
     this.#carriedOver.length = 0;
+    for (const server of this.#dropped) server.retired = true;
+    this.#dropped.length = 0;
     for (const server of this.servers) {
       if (server.slowStartSince === 0) continue;
       if (this.#slowStartApplies()) {
@@ -178,6 +185,11 @@ export class Pool {
   /** The health checker registers here to count failed client connects. */
   onConnectFailure(listener: ConnectFailureListener | undefined): void {
     this.#onConnectFailure = listener;
+  }
+
+  /** A reload removed this whole pool: every server of it is retired. */
+  retire(): void {
+    for (const s of this.servers) s.retired = true;
   }
 
   server(name: string): Server | undefined {

@@ -137,7 +137,7 @@ t.test('config: admin section, defaults, token file problems, bind clashes', asy
   const withToken = await buildModel(config(servers, { listen: '[::1]:0', token_file: file }));
   t.same(withToken.admin, { listen: { host: '::1', port: 0, text: '[::1]:0' }, tokenFile: file });
   t.notMatch(JSON.stringify(withToken), TOKEN, 'the token is not in the model');
-  t.same(await readTokenFile(file), { token: TOKEN }, 'whitespace around the token is trimmed');
+  t.match(await readTokenFile(file), { token: TOKEN }, 'whitespace around the token is trimmed');
 
   const dir = t.testdir({ empty: ' \n\t\n', spaced: 'two words\n', big: 'x'.repeat(5000), sub: {} });
   const cases: Array<[string, unknown, string, RegExp]> = [
@@ -510,28 +510,28 @@ t.test('garbage requests are answered or closed, never crash the server', async 
   const junk = await raw(mainPort, [Buffer.from([0, 1, 2, 0xff, 0xfe]), 'garbage\r\n\r\n']);
   t.match(junk.reply, /^HTTP\/1\.1 400 /, 'junk bytes: 400 and closed');
 
-  const badVersion = await raw(mainPort, ['GET / HTTP/9.9\r\nHost: x\r\n\r\n']);
+  const badVersion = await raw(mainPort, ['GET / HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n']);
   t.match(badVersion.reply, /^HTTP\/1\.1 (400|505) /, 'unsupported HTTP version refused');
 
-  const huge = await raw(mainPort, [`GET /status HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`]);
+  const huge = await raw(mainPort, [`GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`]);
   t.match(huge.reply, /^HTTP\/1\.1 431 /, 'huge headers: 431 and closed');
 
-  const manyHeaders = await raw(mainPort, [`GET /status HTTP/1.1\r\nHost: x\r\n${'X-A: b\r\n'.repeat(3000)}\r\n`]);
+  const manyHeaders = await raw(mainPort, [`GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n${'X-A: b\r\n'.repeat(3000)}\r\n`]);
   t.match(manyHeaders.reply, /^HTTP\/1\.1 431 /, 'thousands of headers: 431');
 
-  const badPercent = await raw(mainPort, [`POST /pools/%E0%A4%A/servers/x/state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`]);
+  const badPercent = await raw(mainPort, [`POST /pools/%E0%A4%A/servers/x/state HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`]);
   t.match(badPercent.reply, /^HTTP\/1\.1 400 /, 'malformed percent-encoding: 400');
 
-  const relative = await raw(mainPort, ['GET status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n']);
+  const relative = await raw(mainPort, ['GET status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n']);
   t.match(relative.reply, /^HTTP\/1\.1 400 /, 'a target without a leading slash: 400');
 
-  const lyingLength = await raw(mainPort, [`POST /pools/p/servers/e1/state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 999999\r\n\r\n{}`]);
+  const lyingLength = await raw(mainPort, [`POST /pools/p/servers/e1/state HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 999999\r\n\r\n{}`]);
   t.match(lyingLength.reply, /^HTTP\/1\.1 400 /, 'a declared body over the cap: 400 at once');
 
   // Slowloris: headers one line at a time, never finished.
   const slow = net.connect({ port, host: '127.0.0.1' });
   slow.on('error', () => {});
-  slow.write('GET /status HTTP/1.1\r\nHost: x\r\n');
+  slow.write('GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n');
   const drip = setInterval(() => slow.writable && slow.write('X-Slow: 1\r\n'), 100);
   const slowMs = await closed(slow, 5_000);
   clearInterval(drip);
@@ -542,7 +542,7 @@ t.test('garbage requests are answered or closed, never crash the server', async 
   t.ok((await closed(silent, 5_000)) < 3_000, 'a connection that sends nothing is closed');
 
   // A body that never finishes.
-  const stalled = await raw(port, [`POST /pools/p/servers/e1/state HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 100\r\n\r\n{"state":`]);
+  const stalled = await raw(port, [`POST /pools/p/servers/e1/state HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 100\r\n\r\n{"state":`]);
   t.match(stalled.reply, /^HTTP\/1\.1 (408|400) /, 'a stalled body: 408');
   t.ok(stalled.ms < 3_000);
 

@@ -1,7 +1,8 @@
 /**
  * The real CLI process against a real `l4lb run` with an admin section:
  * `l4lb status` and `l4lb server drain|ready|maint`, token from
- * --token-file and from L4LB_ADMIN_TOKEN, and the error exits.
+ * --token-file and from L4LB_ADMIN_TOKEN, and the error exits; `l4lb check
+ * --diff`'s token (also from the checked file) and its redacted payloads.
  * Needs dist/ (npm test builds it).
  */
 import { spawn } from 'node:child_process';
@@ -181,4 +182,76 @@ t.test('l4lb check reports admin problems by path', async (t) => {
   t.match(r.stderr, /admin\.listen: expected a port between 0 and 65535/);
   t.match(r.stderr, /admin\.token_file: cannot read token file: ENOENT/);
   t.match(r.stderr, /2 errors/);
+});
+
+t.test('l4lb check --diff takes the token from --token-file, L4LB_ADMIN_TOKEN or the checked file\'s admin.token_file, in that order', async (t) => {
+  const b = await namedBackend('b');
+  t.teardown(() => b.close());
+  const tokenFile = join(t.testdir({ 'admin.token': `${TOKEN}\n`, 'wrong.token': 'wrong-token\n' }), 'admin.token');
+  const wrongFile = tokenFile.replace(/admin\.token$/, 'wrong.token');
+  const raw = {
+    admin: { listen: '127.0.0.1:0', token_file: tokenFile },
+    log: { level: 'info', access: false },
+    listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
+    pools: [{ name: 'p', servers: [{ name: 'b', address: b.address }], health: { interval: '1h', send: 'AUTH s3cr3t\r\n', expect: '+OK' } }],
+  };
+  const { file, cleanup } = writeConfig(raw);
+  t.teardown(cleanup);
+  const child = await startCli(file);
+  t.teardown(() => child.kill());
+  const admin = `http://127.0.0.1:${(await child.waitForLine((l) => l.msg === 'admin listening')).port as number}`;
+
+  const fromFile = await cli(['check', '--config', file, '--diff', admin]);
+  t.equal(fromFile.status, 0, `the checked file's admin.token_file: ${fromFile.stderr}`);
+  t.match(fromFile.stdout, /\nno changes\n$/, 'same payloads compare equal through the redaction');
+
+  // Without admin.token_file in the checked file, only --token-file and the environment are left.
+  const bare = writeConfig({ ...raw, admin: { listen: '127.0.0.1:0' } }, 'bare.json');
+  t.teardown(bare.cleanup);
+  const none = await cli(['check', '--config', bare.file, '--diff', admin]);
+  t.equal(none.status, 1);
+  t.match(none.stderr, /no admin token for --diff \(GET \/config needs it\): pass --token-file FILE, set L4LB_ADMIN_TOKEN, or set admin\.token_file in the checked file/);
+  const fromEnv = await cli(['check', '--config', bare.file, '--diff', admin], { L4LB_ADMIN_TOKEN: TOKEN });
+  t.equal(fromEnv.status, 0, `L4LB_ADMIN_TOKEN: ${fromEnv.stderr}`);
+  const fromOption = await cli(['check', '--config', bare.file, '--diff', admin, '--token-file', tokenFile]);
+  t.equal(fromOption.status, 0, `--token-file: ${fromOption.stderr}`);
+
+  const optionWins = await cli(['check', '--config', file, '--diff', admin, '--token-file', wrongFile], { L4LB_ADMIN_TOKEN: TOKEN });
+  t.equal(optionWins.status, 1, '--token-file wins over the environment and the file');
+  t.match(optionWins.stderr, /admin server answered 401: invalid token; check --token-file, L4LB_ADMIN_TOKEN or the checked file's admin\.token_file/);
+  const envWins = await cli(['check', '--config', file, '--diff', admin], { L4LB_ADMIN_TOKEN: 'wrong-token' });
+  t.equal(envWins.status, 1, 'the environment wins over the checked file');
+  t.match(envWins.stderr, /401/);
+  t.notMatch(JSON.stringify(child.lines), /s3cr3t|wrong-token/, 'neither the payload nor a token is logged');
+});
+
+t.test('l4lb check --diff shows a changed probe payload without printing either payload', async (t) => {
+  const b = await namedBackend('b');
+  t.teardown(() => b.close());
+  const tokenFile = join(t.testdir({ 'admin.token': `${TOKEN}\n` }), 'admin.token');
+  const raw = {
+    admin: { listen: '127.0.0.1:0', token_file: tokenFile },
+    log: { level: 'info', access: false },
+    listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
+    pools: [{ name: 'p', servers: [{ name: 'b', address: b.address }], health: { interval: '1h', send: 'AUTH s3cr3t\r\n', expect: '+OK' } }],
+  };
+  const { file, cleanup } = writeConfig(raw);
+  t.teardown(cleanup);
+  const child = await startCli(file);
+  t.teardown(() => child.kill());
+  const admin = `http://127.0.0.1:${(await child.waitForLine((l) => l.msg === 'admin listening')).port as number}`;
+
+  const next = structuredClone(raw);
+  next.pools[0]!.health.send = 'AUTH n3wpa55\r\n';
+  const changed = writeConfig(next, 'next.json');
+  t.teardown(changed.cleanup);
+  const r = await cli(['check', '--config', changed.file, '--diff', admin]);
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^ {6}health\.send {2}<redacted [0-9a-f]{8}> → <redacted [0-9a-f]{8}>$/m, 'the change is shown');
+  t.notMatch(r.stdout, /health\.expect/, 'the unchanged expect is not');
+  const output = r.stdout + r.stderr;
+  for (const secret of ['s3cr3t', 'n3wpa55']) {
+    t.notMatch(output, secret, `${secret} is not printed`);
+    t.notMatch(output, Buffer.from(secret).toString('hex'), `nor its hex`);
+  }
 });

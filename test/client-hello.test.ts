@@ -213,6 +213,8 @@ t.test('Node ClientHello fed whole', async (t) => {
     alpn: ['h2', 'http/1.1'],
     legacyVersion: 0x0303,
     supportedVersions: r.hello.supportedVersions,
+    sessionTicket: null,
+    pskIdentities: [],
   });
   t.ok(r.hello.supportedVersions.includes(0x0304), 'offers TLS 1.3');
   t.ok(r.hello.supportedVersions.includes(0x0303), 'offers TLS 1.2');
@@ -387,7 +389,14 @@ t.test('later records must be handshake records of the right size', async (t) =>
 
 t.test('synthetic hellos: accepted forms', async (t) => {
   const rec = (m: Buffer): Buffer => toRecords(m, 16384);
-  t.same(parseWhole(rec(synthHello())), { sni: 'a.test', alpn: [], legacyVersion: 0x0303, supportedVersions: [0x0304, 0x0303] });
+  t.same(parseWhole(rec(synthHello())), {
+    sni: 'a.test',
+    alpn: [],
+    legacyVersion: 0x0303,
+    supportedVersions: [0x0304, 0x0303],
+    sessionTicket: null,
+    pskIdentities: [],
+  });
   t.equal(parseWhole(rec(synthHello({ extensions: [sniExt('A.Test.')] }))).sni, 'a.test', 'case and trailing dot');
   t.equal(parseWhole(rec(synthHello({ extensions: [sniExt('x_y.internal')] }))).sni, 'x_y.internal', 'underscore tolerated');
   t.same(parseWhole(rec(synthHello({ extensions: null, legacyVersion: 0x0301 }))), {
@@ -395,6 +404,8 @@ t.test('synthetic hellos: accepted forms', async (t) => {
     alpn: [],
     legacyVersion: 0x0301,
     supportedVersions: [],
+    sessionTicket: null,
+    pskIdentities: [],
   }, 'TLS 1.0-style hello without extensions');
   t.same(parseWhole(rec(synthHello({ extensions: [] }))).sni, null, 'empty extensions block');
   t.same(parseWhole(rec(synthHello({ extensions: [alpnExt('\x0a\x0a', 'h2'), sniExt('b.test')] }))).alpn, ['\x0a\x0a', 'h2'], 'GREASE ALPN kept');
@@ -402,6 +413,26 @@ t.test('synthetic hellos: accepted forms', async (t) => {
   const psk = ext(41, Buffer.alloc(10));
   t.equal(parseWhole(rec(synthHello({ extensions: [sniExt('a.test'), psk] }))).sni, 'a.test', 'pre_shared_key last');
   t.equal(parseWhole(toRecords(synthHello(), 16384, 0x0300)).sni, 'a.test', 'SSL 3.0 record version');
+});
+
+t.test('session_ticket and pre_shared_key: the tickets a resumption names', async (t) => {
+  const rec = (m: Buffer): Buffer => toRecords(m, 16384);
+  const ticket = Buffer.alloc(80, 0xab);
+  t.same(parseWhole(rec(synthHello({ extensions: [sniExt('a.test'), ext(35, ticket)] }))).sessionTicket, ticket, 'a TLS 1.2 ticket');
+  t.equal(parseWhole(rec(synthHello({ extensions: [ext(35, Buffer.alloc(0))] }))).sessionTicket, null, 'an empty one only asks for a ticket');
+  // identities<7..2^16-1>: identity<1..2^16-1> + uint32 age each; then binders<33..2^16-1>.
+  const identity = (id: Buffer): Buffer => Buffer.concat([vec16(id), Buffer.alloc(4, 1)]);
+  const binders = vec16(Buffer.concat([Buffer.from([32]), Buffer.alloc(32, 2)]));
+  const id1 = Buffer.alloc(40, 0x11);
+  const id2 = Buffer.alloc(20, 0x22);
+  const psk = ext(41, Buffer.concat([vec16(Buffer.concat([identity(id1), identity(id2)])), binders]));
+  const hello = parseWhole(rec(synthHello({ extensions: [sniExt('a.test'), psk] })));
+  t.same(hello.pskIdentities, [id1, id2], 'TLS 1.3 PSK identities, in order');
+  t.same(parseWhole(rec(synthHello({ extensions: [ext(41, Buffer.alloc(10))] }))).pskIdentities, [], 'a malformed list: none (not an error)');
+  const overrun = ext(41, Buffer.concat([vec16(Buffer.concat([u16(99), id2, Buffer.alloc(4)])), binders]));
+  t.same(parseWhole(rec(synthHello({ extensions: [overrun] }))).pskIdentities, [], 'an identity overrunning its list: none');
+  // Fragmented over records: the views come from the reassembled message.
+  t.same(parseWhole(toRecords(synthHello({ extensions: [sniExt('a.test'), ext(35, ticket), psk] }), 50)).pskIdentities, [id1, id2], 'across records');
 });
 
 t.test('synthetic hellos: rejected fields', async (t) => {

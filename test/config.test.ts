@@ -10,6 +10,7 @@ import { editDistance, suggest, didYouMean } from '../src/config/suggest.js';
 import { configSchema, type JsonSchema } from '../src/config/schema.js';
 import { ConfigError, ConfigReadError, type ConfigProblem } from '../src/errors.js';
 import type { Model } from '../src/config/model.js';
+import { runCli, writeConfig } from './helpers/cli.js';
 
 const confDir = fileURLToPath(new URL('../conf/', import.meta.url));
 
@@ -55,7 +56,7 @@ const listenerDefaults = {
   allow: [],
   deny: [],
   maxConnections: 0,
-  perSource: { maxConnections: 0, connectRate: 0 },
+  perSource: { maxConnections: 0, connectRate: 0, ipv6Prefix: 64 },
   tls: null,
   routes: [],
   systemdSocket: null,
@@ -196,6 +197,10 @@ t.test('conf/example-postgres.yaml loads', async (t) => {
   t.equal(model.pools[0]!.servers.length, 2);
 });
 
+const TRUSTED_REQUIRED =
+  'required with accept_proxy: true: list the addresses of the balancers that send PROXY headers, e.g. [10.0.0.0/8]; ' +
+  'any other peer could name its own client address. To accept headers from anyone, write ["0.0.0.0/0", "::/0"]';
+
 // Each case changes one thing in a valid configuration and must produce exactly this problem.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const oneProblem: [string, (c: any) => void, string, string][] = [
@@ -247,6 +252,11 @@ const oneProblem: [string, (c: any) => void, string, string][] = [
   ['v4 wildcard over a bind', (c) => (c.listeners[1].bind = '0.0.0.0:6380') && (c.listeners[0].bind = '127.0.0.1:6380'), 'listeners[1].bind', '"0.0.0.0:6380" overlaps "127.0.0.1:6380" of listeners[0]'],
   ['bind under the dual-stack wildcard', (c) => (c.listeners[0].bind = '[::]:6380'), 'listeners[1].bind', '"127.0.0.1:6380" overlaps "[::]:6380" of listeners[0]'],
   ['root is null', () => null, '', 'the configuration is empty; expected an object with "listeners" and "pools"'],
+  ['accept_proxy without trusted_proxies', (c) => (c.listeners[1].accept_proxy = true), 'listeners[1].trusted_proxies', TRUSTED_REQUIRED],
+  ['accept_proxy with no trusted proxy', (c) => ((c.listeners[1].accept_proxy = true), (c.listeners[1].trusted_proxies = [])), 'listeners[1].trusted_proxies', TRUSTED_REQUIRED],
+  ['ipv6_prefix 0', (c) => (c.listeners[0].per_source = { max_connections: 1, ipv6_prefix: 0 }), 'listeners[0].per_source.ipv6_prefix', 'expected an integer between 1 and 128, got 0'],
+  ['ipv6_prefix 129', (c) => (c.listeners[0].per_source = { ipv6_prefix: 129 }), 'listeners[0].per_source.ipv6_prefix', 'expected an integer between 1 and 128, got 129'],
+  ['ipv6_prefix as CIDR text', (c) => (c.listeners[0].per_source = { ipv6_prefix: '/64' }), 'listeners[0].per_source.ipv6_prefix', 'expected an integer between 1 and 128, got "/64"'],
 ];
 
 t.test('each kind of problem is reported with its path and message', async (t) => {
@@ -578,4 +588,38 @@ t.test('bad values of the newer keys are named by path', async (t) => {
   t.match(problems.join('\n'), /pools\[0\]\.health\.expect: expected "hex:" followed by pairs of hex digits/);
   t.match(problems.join('\n'), /pools\[0\]\.health\.fall: expected an integer between 1 and 100, got 0/);
   t.match(problems.join('\n'), /pools\[0\]\.on_server_down: expected one of keep, close, got "kill"/);
+});
+
+t.test('accept_proxy needs trusted_proxies; "0.0.0.0/0" and "::/0" still trust everyone for those who mean it', async (t) => {
+  const raw = base();
+  raw.listeners[0].accept_proxy = true;
+  raw.listeners[0].trusted_proxies = ['0.0.0.0/0', '::/0'];
+  const model = await buildModel(raw);
+  t.same(model.listeners[0]!.trustedProxies, ['0.0.0.0/0', '::/0']);
+  // Only the entries' own problems when every entry is bad: the list is there, just wrong.
+  raw.listeners[0].trusted_proxies = ['10.0.0.0/33'];
+  t.same(await problemsOf(raw), [{ path: 'listeners[0].trusted_proxies[0]', message: 'expected a prefix length 0..32 after "/", got "10.0.0.0/33"' }]);
+});
+
+t.test('l4lb check refuses accept_proxy without trusted_proxies and names the key', async (t) => {
+  const raw = base();
+  raw.listeners[0].accept_proxy = true;
+  const { file, cleanup } = writeConfig(raw);
+  t.teardown(cleanup);
+  const r = runCli(['check', '--config', file]);
+  t.equal(r.status, 1, 'exit 1');
+  t.match(r.stderr, /listeners\[0\]\.trusted_proxies: required with accept_proxy: true/);
+  t.match(r.stderr, /"0\.0\.0\.0\/0", "::\/0"/, 'says how to trust everyone');
+});
+
+t.test('per_source.ipv6_prefix: default 64, any of 1..128', async (t) => {
+  const raw = base();
+  raw.listeners[0].per_source = { max_connections: 10 };
+  t.same((await buildModel(raw)).listeners[0]!.perSource, { maxConnections: 10, connectRate: 0, ipv6Prefix: 64 });
+  raw.listeners[0].per_source = { connect_rate: 5, ipv6_prefix: 48 };
+  t.same((await buildModel(raw)).listeners[0]!.perSource, { maxConnections: 0, connectRate: 5, ipv6Prefix: 48 });
+  raw.listeners[0].per_source = { max_connections: 1, ipv6_prefix: 128 };
+  t.equal((await buildModel(raw)).listeners[0]!.perSource.ipv6Prefix, 128);
+  raw.listeners[0].per_source = { max_connections: 1, ipv6_prefx: 56 };
+  t.same(await problemsOf(raw), [{ path: 'listeners[0].per_source.ipv6_prefx', message: 'unknown key; did you mean "ipv6_prefix"?' }]);
 });

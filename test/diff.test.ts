@@ -8,7 +8,7 @@
  */
 import t from 'tap';
 import { buildModel } from '../src/config/load.js';
-import { configDoc, modelToJson, parseConfigDoc, type ModelJson } from '../src/config/model-json.js';
+import { configDoc, modelToJson, parseConfigDoc, redactBytes, redactionKey, type ModelJson } from '../src/config/model-json.js';
 import type { Model } from '../src/config/model.js';
 import { expectedMovedShare, ipv4SampleKey, ipv6SampleKeys } from '../src/balance/moves.js';
 import { Pool } from '../src/pool.js';
@@ -68,8 +68,9 @@ function pool(raw: Raw, name: string): Raw['pools'][number] {
 // ---------------------------------------------------------------------------
 // GET /config and the document
 
-t.test('GET /config serves the running model; Buffers as hex; read-only; nothing secret', async (t) => {
+t.test('GET /config serves the running model with the token: payloads redacted, in hex with reveal=secrets; read-only; never the token', async (t) => {
   const dir = t.testdir({ 'admin.token': 'secret-token-value-42\n' });
+  const auth = { Authorization: 'Bearer secret-token-value-42' };
   const raw = {
     admin: { listen: '127.0.0.1:0', token_file: `${dir}/admin.token` },
     log: { level: 'info', access: false },
@@ -79,7 +80,8 @@ t.test('GET /config serves the running model; Buffers as hex; read-only; nothing
   const lb = await startL4lb(raw);
   t.teardown(() => lb.stop());
   const url = `http://127.0.0.1:${lb.app.admin!.address()!.port}`;
-  const res = await fetch(`${url}/config`);
+  t.equal((await fetch(`${url}/config`)).status, 401, 'no token: 401');
+  const res = await fetch(`${url}/config`, { headers: auth });
   t.equal(res.status, 200);
   t.match(res.headers.get('content-type'), /application\/json/);
   t.match(res.headers.get('cache-control'), 'no-store');
@@ -87,15 +89,22 @@ t.test('GET /config serves the running model; Buffers as hex; read-only; nothing
   t.notMatch(text, 'secret-token-value-42', 'the token never appears, only its file');
   const doc = JSON.parse(text) as { version: number; model: ModelJson };
   t.equal(doc.version, 1);
-  t.same(doc.model, modelToJson(lb.app.model), 'the running model, exactly');
-  t.same(doc.model.pools[0]!.health.send, { hex: '00ff0d0a' }, 'probe bytes as hex');
-  t.same(doc.model.pools[0]!.health.expect, { hex: '4f4b' });
+  const key = redactionKey('secret-token-value-42');
+  t.same(doc.model.pools[0]!.health.send, redactBytes(Buffer.from('00ff0d0a', 'hex'), key), 'probe bytes redacted');
+  t.same(doc.model.pools[0]!.health.expect, redactBytes(Buffer.from('OK'), key));
   t.equal(doc.model.admin?.tokenFile, `${dir}/admin.token`);
-  t.ok(diffModels(doc.model, lb.app.model).identical, 'the served model compares equal to the one it came from');
 
-  const head = await fetch(`${url}/config`, { method: 'HEAD' });
+  const revealed = await fetch(`${url}/config?reveal=secrets`, { headers: auth });
+  t.equal(revealed.status, 200);
+  const full = (await revealed.json()) as { version: number; model: ModelJson };
+  t.same(full.model, modelToJson(lb.app.model), 'with reveal=secrets: the running model, exactly');
+  t.same(full.model.pools[0]!.health.send, { hex: '00ff0d0a' }, 'probe bytes as hex');
+  t.same(full.model.pools[0]!.health.expect, { hex: '4f4b' });
+  t.ok(diffModels(full.model, lb.app.model).identical, 'the served model compares equal to the one it came from');
+
+  const head = await fetch(`${url}/config`, { method: 'HEAD', headers: auth });
   t.equal(head.status, 200, 'HEAD works');
-  const post = await fetch(`${url}/config`, { method: 'POST', body: '{}' });
+  const post = await fetch(`${url}/config`, { method: 'POST', body: '{}', headers: auth });
   t.equal(post.status, 405, 'read-only');
   t.equal(post.headers.get('allow'), 'GET, HEAD');
 });
@@ -170,6 +179,29 @@ t.test('listeners: added, removed, changed; bind changes re-open the socket', as
     removed.listeners.removed.map((l) => [l.name, l.note]),
     [['mqtt', 'stops accepting; its open connections finish']],
   );
+});
+
+t.test('listeners: per_source.ipv6_prefix, tls.strict_sni and tls.session_tickets changes are shown', async (t) => {
+  const d = await diff(base(), (r) => {
+    r.listeners[1]!.per_source = { max_connections: 10, ipv6_prefix: 48 };
+  });
+  const mqtt = d.listeners.changed.find((l) => l.name === 'mqtt')!;
+  t.match(mqtt.fields, [
+    { field: 'per_source.max_connections', from: 'unlimited', to: '10' },
+    { field: 'per_source.ipv6_prefix', from: '64', to: '48' },
+  ]);
+  // Terminate settings, compared on the served form (no certificate files needed).
+  const running = served(await buildModel(base()));
+  const withTls = (strict: boolean, tickets: boolean): ModelJson => {
+    const m = structuredClone(running) as { listeners: Array<Record<string, unknown>> };
+    m.listeners[0]!.tls = { mode: 'terminate', certs: [{ cert: '/c.pem', key: '/k.pem' }], minVersion: 'TLSv1.2', ciphers: null, alpn: [], clientCa: null, strictSni: strict, sessionTickets: tickets };
+    return m as unknown as ModelJson;
+  };
+  const tlsDiff = diffModels(withTls(false, true), withTls(true, false));
+  t.match(tlsDiff.listeners.changed.find((l) => l.name === 'postgres')!.fields, [
+    { field: 'tls.strict_sni', from: 'false', to: 'true' },
+    { field: 'tls.session_tickets', from: 'true', to: 'false' },
+  ]);
 });
 
 t.test('listeners: a rename on the same address keeps the socket; swapped binds pass sockets', async (t) => {
@@ -462,8 +494,10 @@ t.test('value rendering', async (t) => {
 // The real CLI against a running l4lb
 
 t.test('l4lb check --diff against a running instance', async (t) => {
+  const dir = t.testdir({ 'admin.token': 'diff-test-token\n' });
   const running = {
-    admin: { listen: '127.0.0.1:0' },
+    // The checked file names the same token file: check --diff takes the token from it.
+    admin: { listen: '127.0.0.1:0', token_file: `${dir}/admin.token` },
     log: { level: 'info', access: false },
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'pg' }],
     pools: [{ name: 'pg', balance: 'source_hash', servers: servers(10), health: { interval: '1h' } }],
@@ -503,6 +537,7 @@ t.test('l4lb check --diff against a running instance', async (t) => {
 });
 
 t.test('l4lb check --diff: errors', async (t) => {
+  const tokenFile = `${t.testdir({ 'admin.token': 'some-token\n' })}/admin.token`;
   const { file, cleanup } = writeConfig({
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
     pools: [{ name: 'p', servers: [{ address: '127.0.0.1:1' }] }],
@@ -516,7 +551,11 @@ t.test('l4lb check --diff: errors', async (t) => {
       s.close(() => resolve(p));
     });
   });
-  const down = runCli(['check', '--config', file, '--diff', `http://127.0.0.1:${port}`]);
+  const noToken = runCli(['check', '--config', file, '--diff', `http://127.0.0.1:${port}`]);
+  t.equal(noToken.status, 1);
+  t.match(noToken.stderr, /no admin token for --diff \(GET \/config needs it\): pass --token-file FILE, set L4LB_ADMIN_TOKEN, or set admin\.token_file in the checked file/);
+
+  const down = runCli(['check', '--config', file, '--diff', `http://127.0.0.1:${port}`, '--token-file', tokenFile]);
   t.equal(down.status, 1);
   t.match(down.stdout, /: ok \(/, 'the file was checked first');
   t.match(down.stderr, new RegExp(`^l4lb: cannot reach the admin server at http://127\\.0\\.0\\.1:${port}: ECONNREFUSED .*see --diff\\)\\n$`));
@@ -541,7 +580,7 @@ t.test('l4lb check --diff: errors', async (t) => {
   const r = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
     // Not runCli: this process must keep serving while the CLI runs.
     void import('node:child_process').then(({ execFile }) => {
-      const p = execFile(process.execPath, [BIN, 'check', '--config', file, '--diff', `http://127.0.0.1:${otherPort}`], (_err, _out, stderr) =>
+      const p = execFile(process.execPath, [BIN, 'check', '--config', file, '--diff', `http://127.0.0.1:${otherPort}`, '--token-file', tokenFile], (_err, _out, stderr) =>
         resolve({ status: p.exitCode, stderr }),
       );
     });
@@ -560,8 +599,9 @@ t.test('the preview matches a real reload: 200 clients (127.0.0.2-201) move exac
     t.teardown(() => b.close());
     backends.set(name, b.address);
   }
+  const tokenFile = `${t.testdir({ 'admin.token': 'reload-test-token\n' })}/admin.token`;
   const config = (members: Array<[string, number]>) => ({
-    admin: { listen: '127.0.0.1:0' },
+    admin: { listen: '127.0.0.1:0', token_file: tokenFile },
     log: { level: 'info', access: false },
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
     pools: [{ name: 'p', balance: 'source_hash', health: { interval: '1h' }, servers: members.map(([name, weight]) => ({ name, address: backends.get(name)!, weight })) }],
@@ -590,7 +630,7 @@ t.test('the preview matches a real reload: 200 clients (127.0.0.2-201) move exac
   t.equal(preview.status, 0, preview.stderr);
   const printed = /pool p: ([\d.]+)% of client addresses move to another server/.exec(preview.stdout);
   t.ok(printed, 'the preview prints the share for pool p');
-  const running = ((await (await fetch(`${admin}/config`)).json()) as { model: ModelJson }).model;
+  const running = ((await (await fetch(`${admin}/config`, { headers: { Authorization: 'Bearer reload-test-token' } })).json()) as { model: ModelJson }).model;
   const forClients = moves(diffModels(running, await buildModel(after), { clients, ipv6: 0 }), 'p');
   if (forClients.kind !== 'sampled') throw new Error(forClients.kind);
 

@@ -393,7 +393,7 @@ t.test('2,000 garbage connections each to plain, TLS terminate, TLS passthrough 
       { name: 'plain', bind: '127.0.0.1:0', pool: 'echo' },
       { name: 'terminate', bind: '127.0.0.1:0', pool: 'echo', tls: TERMINATE, timeouts: handshake },
       { name: 'passthrough', bind: '127.0.0.1:0', pool: 'tlsecho', tls: { mode: 'passthrough' }, timeouts: handshake },
-      { name: 'proxy', bind: '127.0.0.1:0', pool: 'echo', accept_proxy: true, timeouts: handshake },
+      { name: 'proxy', bind: '127.0.0.1:0', pool: 'echo', accept_proxy: true, trusted_proxies: ['127.0.0.0/8'], timeouts: handshake },
     ],
     pools: pools(echo, tlsEcho_),
   });
@@ -480,7 +480,7 @@ t.test('slowloris: a header trickled one byte every 200 ms is cut off at the 1 s
   const lb = await lbWith(t, {
     log: { access: true },
     listeners: [
-      { name: 'proxy', bind: '127.0.0.1:0', pool: 'echo', accept_proxy: true, timeouts: handshake },
+      { name: 'proxy', bind: '127.0.0.1:0', pool: 'echo', accept_proxy: true, trusted_proxies: ['127.0.0.0/8'], timeouts: handshake },
       { name: 'passthrough', bind: '127.0.0.1:0', pool: 'tlsecho', tls: { mode: 'passthrough' }, timeouts: handshake },
       { name: 'terminate', bind: '127.0.0.1:0', pool: 'echo', tls: TERMINATE, timeouts: handshake },
     ],

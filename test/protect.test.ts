@@ -38,7 +38,8 @@ t.test('deny: 127.0.0.9 is refused while 127.0.0.10 is served', async (t) => {
   const line = lb.lines.find((l) => l.termination === 'rejected_acl')!;
   t.match(line, { server: null, connect_ms: null, bytes_in: 0 }, 'the denied client never reached a backend');
   t.match(line.client, /^127\.0\.0\.9:/);
-  t.equal(line.level, 20, 'rejections are logged at debug');
+  t.equal(line.level, 30, 'rejections are logged at the level of access lines');
+  t.equal(line.reason, 'deny', 'with the rule that refused it');
   t.equal(lb.app.listeners[0]!.stats.rejected.get('acl'), 1, 'counted');
 });
 
@@ -67,7 +68,7 @@ t.test('IPv6 ::1 rules', async (t) => {
 });
 
 t.test('with accept_proxy the ACL applies to the address in the PROXY header', async (t) => {
-  const { lb } = await setup(t, { accept_proxy: true, deny: ['203.0.113.0/24'] });
+  const { lb } = await setup(t, { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'], deny: ['203.0.113.0/24'] });
   const send = async (src: string): Promise<'served' | 'closed'> => {
     const s = await connect(lb.port());
     s.on('error', () => {});
@@ -137,18 +138,23 @@ t.test('listener max_connections is enforced and counted', async (t) => {
   t.equal(await whoAnswers(lb.port()), 'ok', 'served again below the limit');
 });
 
-t.test('the per-source table is bounded and forgets idle entries', async (t) => {
+t.test('the per-source table is bounded, refuses new sources when full of open connections, and forgets idle entries', async (t) => {
   let now = 0;
   const table = new PerSourceTable({ maxConnections: 2, connectRate: 5 }, { maxSources: 100, now: () => now });
-  for (let i = 0; i < 1000; i++) table.admit(`10.0.${i >> 8}.${i & 255}`);
-  t.ok(table.size <= 100, `at most 100 entries after 1000 addresses (${table.size})`);
-  t.ok(table.admit('192.0.2.1'));
+  let admitted = 0;
+  for (let i = 0; i < 1000; i++) if (table.admit(`10.0.${i >> 8}.${i & 255}`)) admitted++;
+  t.equal(table.size, 100, 'at most 100 entries after 1000 addresses');
+  t.equal(admitted, 100, 'the 900 sources that found the table full of open connections were refused');
+  t.notOk(table.admit('192.0.2.1'), 'a new source is refused while every entry holds a connection');
+  for (let i = 0; i < 100; i++) table.release(`10.0.${i >> 8}.${i & 255}`);
+  t.notOk(table.admit('192.0.2.1'), 'still refused: the released entries\' buckets are refilling');
+  now += 1_000;
+  t.ok(table.admit('192.0.2.1'), 'admitted once a bucket is full again (that entry is forgotten)');
   t.ok(table.admit('192.0.2.1'));
   t.notOk(table.admit('192.0.2.1'), 'max_connections per source');
   table.release('192.0.2.1');
   table.release('192.0.2.1');
   now += 10_000;
-  for (let i = 0; i < 1000; i++) table.release(`10.0.${i >> 8}.${i & 255}`);
   table.sweep();
   t.equal(table.size, 0, 'idle entries with full buckets are forgotten');
 });

@@ -189,7 +189,7 @@ for (const [name, build] of [
 ] as const) {
   t.test(`accept_proxy: a ${name} header naming ${HEADER_IP}:${HEADER_PORT}, then data: echoed, and the access log's client is the header's`, async (t) => {
     const backend = await backendFor(t, startBackend((s) => s.pipe(s)));
-    const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true } }));
+    const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'] } }));
     const c = await client(t, lb.port());
     c.write(Buffer.concat([build(HEADER_IP, HEADER_PORT, '127.0.0.1', lb.port()), Buffer.from('hello through l4lb\n')]));
     t.equal(await readLine(c, 10_000), 'hello through l4lb', 'the data after the header reached the echo backend and came back');
@@ -204,7 +204,7 @@ for (const [name, build] of [
 
 t.test('accept_proxy + pool v2: the backend sees the client and destination from the incoming header', async (t) => {
   const backend = await backendFor(t, proxyBackend());
-  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true }, pool: { proxy_protocol: 'v2' } }));
+  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'] }, pool: { proxy_protocol: 'v2' } }));
   const c = await client(t, lb.port(), CLIENT_IP);
   c.write(Buffer.concat([v1Header(HEADER_IP, HEADER_PORT, '198.51.100.10', 443), Buffer.from('payload\n')]));
   t.equal(await readLine(c, 10_000), 'payload');
@@ -218,7 +218,7 @@ t.test('accept_proxy + pool v2: the backend sees the client and destination from
 
 t.test('accept_proxy + pool v1: PROXY UNKNOWN and v2 LOCAL mean "use the real connection addresses"', async (t) => {
   const backend = await backendFor(t, proxyBackend());
-  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true }, pool: { proxy_protocol: 'v1' } }));
+  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'] }, pool: { proxy_protocol: 'v1' } }));
   const local = Buffer.concat([Buffer.from('0d0a0d0a000d0a515549540a', 'hex'), Buffer.from([0x20, 0x00, 0, 0])]);
   for (const [what, header] of [
     ['PROXY UNKNOWN', Buffer.from('PROXY UNKNOWN\r\n')],
@@ -237,7 +237,7 @@ t.test('accept_proxy + pool v1: PROXY UNKNOWN and v2 LOCAL mean "use the real co
 
 t.test('accept_proxy + pool v1: an IPv6 header source goes onward as TCP6; an IPv4-mapped one as TCP4', async (t) => {
   const backend = await backendFor(t, proxyBackend());
-  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true }, pool: { proxy_protocol: 'v1' } }));
+  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'] }, pool: { proxy_protocol: 'v1' } }));
   const cases = [
     {
       line: 'PROXY TCP6 2001:db8::7 2001:db8::1 4242 443\r\n',
@@ -276,7 +276,7 @@ for (const [name, build] of [
 ] as const) {
   t.test(`accept_proxy: a ${name} header sent one byte per write, its last byte in the same write as the first data`, async (t) => {
     const backend = await backendFor(t, startBackend((s) => s.pipe(s)));
-    const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true } }));
+    const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'] } }));
     const c = await client(t, lb.port());
     c.setNoDelay(true);
     const header = build(HEADER_IP, HEADER_PORT, '127.0.0.1', lb.port());
@@ -322,7 +322,7 @@ t.test('trusted_proxies [127.0.0.2/32]: a valid header from 127.0.0.1 is closed 
 
 t.test('garbage instead of a header: closed, logged proxy_header_error, nothing reaches the backend; the next valid connection works', async (t) => {
   const backend = await countingEcho(t);
-  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true } }));
+  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'] } }));
   const garbage: Array<[string, Buffer]> = [
     ['an HTTP request', Buffer.from('GET / HTTP/1.1\r\nHost: example\r\n\r\n')],
     ['random bytes', Buffer.concat([Buffer.from([0x16, 0x03, 0x01]), randomBytes(200)])],
@@ -349,7 +349,7 @@ t.test('garbage instead of a header: closed, logged proxy_header_error, nothing 
 
 t.test('timeouts.handshake 300ms: no header, a partial header, or a trickle are all closed after about 300ms', async (t) => {
   const backend = await countingEcho(t);
-  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, timeouts: { handshake: '300ms' } } }));
+  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'], timeouts: { handshake: '300ms' } } }));
   const cases: Array<[string, (c: net.Socket) => void]> = [
     ['nothing sent', () => {}],
     ['a partial v1 header', (c) => c.write('PROXY TCP4 203.0.113.7 ')],
@@ -382,7 +382,7 @@ t.test('timeouts.handshake 300ms: no header, a partial header, or a trickle are 
 
 t.test('a FIN before the header is complete: closed at once (not held to the deadline); partial header = proxy_header_error, nothing sent = client_close', async (t) => {
   const backend = await countingEcho(t);
-  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, timeouts: { handshake: '10s' } } }));
+  const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'], timeouts: { handshake: '10s' } } }));
   const cases: Array<[string, Buffer, string]> = [
     ['half a v1 header, then FIN', Buffer.from('PROXY TCP4 203.0.113.7 '), 'proxy_header_error'],
     ['half a v2 header, then FIN', v2Header(HEADER_IP, HEADER_PORT, '127.0.0.1', 1).subarray(0, 20), 'proxy_header_error'],
@@ -409,7 +409,7 @@ t.test("source_hash hashes the header's client: the same header source from 127.
     t,
     config({
       servers: backends.map((b) => b.address),
-      listener: { accept_proxy: true },
+      listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'] },
       pool: { balance: 'source_hash', servers: backends.map((b, i) => ({ name: names[i], address: b.address })) },
     }),
   );

@@ -168,3 +168,34 @@ t.test('SIGHUP on the real process: a good file reloads, a bad one is refused an
   lb.proc.kill('SIGTERM');
   t.equal(await lb.exited(), 0);
 });
+
+t.test('listener counters forget servers a reload removed once their connections close (they no longer grow with every reload)', async (t) => {
+  const [a, b, c] = await backends(t, ['a', 'b', 'c']);
+  const lb = await startL4lb(config([{ name: 'a', address: a!.address }, { name: 'b', address: b!.address }]));
+  t.teardown(() => lb.stop());
+  const stats = lb.app.listeners[0]!.stats;
+  const open = new Map<string, net.Socket>();
+  for (let i = 0; i < 2; i++) {
+    const s = await connect(lb.port());
+    t.teardown(() => s.destroy());
+    open.set(await readLine(s), s);
+  }
+  t.same([...open.keys()].sort(), ['a', 'b'], 'both servers hold a connection (round robin)');
+  t.equal([...stats.servers()].length, 2);
+  // 20 reloads, each replacing every server but a: names b0, b1, ... with c's address.
+  for (let i = 0; i < 20; i++) {
+    await lb.app.reload(await buildModel(config([{ name: 'a', address: a!.address }, { name: `c${i}`, address: c!.address }])));
+    const s = await connect(lb.port());
+    s.on('error', () => {});
+    await readLine(s);
+    s.destroy();
+  }
+  await waitFor(() => lb.app.connections === 2, 5_000, 'the short connections to close');
+  await sleep(1_200); // one idle sweep at least
+  const names = (): string[] => [...stats.servers()].map(([s]) => s.name).sort();
+  t.same(names(), ['a', 'b'], 'only the live server and the removed one that still has a connection are kept');
+  open.get('b')!.destroy();
+  await waitFor(() => !names().includes('b'), 3_000, 'b to be forgotten once its connection closed');
+  t.same(names(), ['a'], 'the removed server is forgotten');
+  t.equal(await echo(open.get('a')!, 'still'), 'still', 'the other connection is untouched');
+});

@@ -110,8 +110,9 @@ function main(): void {
     return accessLines(lb).filter(matches).at(-1)!;
   }
 
+  /** A failed handshake's line: its access line, with termination tls_error and the reason. */
   function failureLines(lb: Running, port: number): Array<Record<string, unknown>> {
-    return lb.lines.filter((l) => l.msg === 'TLS handshake failed' && l.client === `127.0.0.1:${port}`);
+    return lb.lines.filter((l) => l.msg === 'connection' && l.termination === 'tls_error' && l.client === `127.0.0.1:${port}`);
   }
 
   /** A Node TLS client; resolves after its handshake, destroyed in teardown. */
@@ -598,7 +599,7 @@ function main(): void {
     t.not(child.status, 0, 's_client -tls1_1 fails');
     t.notMatch(out, /Cipher is (?!\(NONE\))/, 'no cipher negotiated');
     await waitFor(() => lb.app.listeners[1]!.stats.tlsHandshakeFailures === failures + 1, 10_000, 'the TLS 1.1 refusal to be counted');
-    const refused = lb.lines.filter((l) => l.msg === 'TLS handshake failed' && l.listener === 'default');
+    const refused = lb.lines.filter((l) => l.msg === 'connection' && l.termination === 'tls_error' && l.listener === 'default');
     t.equal(refused.length, 1, 'logged once');
     t.match(String(refused[0]!.reason), /protocol|version/i, `with the reason (${refused[0]!.reason})`);
   });
@@ -794,8 +795,8 @@ function main(): void {
     const lb = await lbFor(t, {
       log: { level: 'debug', access: true },
       listeners: [
-        { name: 'term', bind: '127.0.0.1:0', pool: 'echo', accept_proxy: true, timeouts: { handshake: '1s' }, tls: { mode: 'terminate', certs: SNI_CERTS } },
-        { name: 'pass', bind: '127.0.0.1:0', pool: 'echo', accept_proxy: true, tls: { mode: 'passthrough' }, routes: [{ sni: 'pp.test', pool: 'pp' }] },
+        { name: 'term', bind: '127.0.0.1:0', pool: 'echo', accept_proxy: true, trusted_proxies: ['127.0.0.0/8'], timeouts: { handshake: '1s' }, tls: { mode: 'terminate', certs: SNI_CERTS } },
+        { name: 'pass', bind: '127.0.0.1:0', pool: 'echo', accept_proxy: true, trusted_proxies: ['127.0.0.0/8'], tls: { mode: 'passthrough' }, routes: [{ sni: 'pp.test', pool: 'pp' }] },
       ],
       pools: [
         { name: 'echo', servers: [{ address: echo.address }] },

@@ -3,7 +3,7 @@
  * `l4lb server drain|ready|maint POOL SERVER` and `l4lb check --diff`. Node's global fetch; every
  * failure becomes one line an operator can act on.
  */
-import { parseConfigDoc, type ModelJson } from '../config/model-json.js';
+import { parseConfigDoc, redactModel, redactionKey, type ModelJson } from '../config/model-json.js';
 import { readTokenFile } from '../config/token-file.js';
 import type { AdminState } from '../pool.js';
 import { displayState, formatAge } from './page.js';
@@ -16,8 +16,11 @@ const REQUEST_TIMEOUT_MS = 10_000;
 /** A failure worded for the operator; the CLI prints the message and exits 1. */
 export class AdminClientError extends Error {}
 
-/** @param option the command-line option that named the URL, for messages. */
-function baseUrl(admin: string, option = '--admin'): URL {
+/**
+ * The admin URL, checked; throws AdminClientError when it is not an http(s) URL.
+ * @param option the command-line option that named the URL, for messages.
+ */
+export function baseUrl(admin: string, option = '--admin'): URL {
   let url: URL;
   try {
     url = new URL(admin);
@@ -71,18 +74,30 @@ export async function fetchStatus(admin: string): Promise<StatusDoc> {
 }
 
 /**
- * The running model from `GET /config`, for `l4lb check --diff`.
+ * The running model from `GET /config` (payloads redacted), for `l4lb check --diff`.
+ *
+ * The answer is redacted once more with the same token's key: an older l4lb
+ * that serves payloads in clear then reads the same as a newer one, and
+ * nothing secret is kept. Redact the other side of a comparison with
+ * {@link redactForToken} too.
+ *
  * @param option the option that named the URL, for messages
  */
-export async function fetchConfig(admin: string, option = '--diff'): Promise<ModelJson> {
-  const { status, body } = await call(admin, 'config', {}, option);
+export async function fetchConfig(admin: string, token: string, option = '--diff'): Promise<ModelJson> {
+  const { status, body } = await call(admin, 'config', { headers: { Authorization: `Bearer ${token}` } }, option);
   if (status === 404 && typeof body === 'object' && body !== null) {
     throw new AdminClientError(`${errorText(status, body)}; is the running l4lb older than this one? (GET /config is needed for --diff)`);
   }
+  if (status === 401) throw new AdminClientError(`${errorText(status, body)}; check --token-file, L4LB_ADMIN_TOKEN or the checked file's admin.token_file`);
   if (status !== 200) throw new AdminClientError(errorText(status, body));
   const model = parseConfigDoc(body);
   if (typeof model === 'string') throw new AdminClientError(`${admin}/config is not an l4lb configuration document: ${model}`);
-  return model;
+  return redactForToken(model, token);
+}
+
+/** A model with its secrets redacted as the admin server with this token redacts them, so the two compare. */
+export function redactForToken(model: Parameters<typeof redactModel>[0], token: string): ModelJson {
+  return redactModel(model, redactionKey(token));
 }
 
 export interface StateChange {
@@ -104,16 +119,27 @@ export async function setServerState(admin: string, token: string, pool: string,
   return body as StateChange;
 }
 
-/** The token from `--token-file`, else from `L4LB_ADMIN_TOKEN`. */
-export async function resolveToken(tokenFile: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  if (tokenFile !== undefined) {
-    const r = await readTokenFile(tokenFile);
-    if (typeof r === 'string') throw new AdminClientError(`--token-file: ${r}`);
+/**
+ * The token from `--token-file`, else from `L4LB_ADMIN_TOKEN`, else (`l4lb
+ * check --diff`, which passes `checked`) from the checked file's
+ * `admin.token_file`.
+ */
+export async function resolveToken(
+  tokenFile: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  checked?: { readonly tokenFile: string | null },
+): Promise<string> {
+  const read = async (file: string, what: string): Promise<string> => {
+    const r = await readTokenFile(file);
+    if (typeof r === 'string') throw new AdminClientError(`${what}: ${r}`);
     return r.token;
-  }
+  };
+  if (tokenFile !== undefined) return read(tokenFile, '--token-file');
   const fromEnv = env.L4LB_ADMIN_TOKEN?.trim();
   if (fromEnv) return fromEnv;
-  throw new AdminClientError('no admin token: pass --token-file FILE or set L4LB_ADMIN_TOKEN');
+  if (checked === undefined) throw new AdminClientError('no admin token: pass --token-file FILE or set L4LB_ADMIN_TOKEN');
+  if (checked.tokenFile !== null) return read(checked.tokenFile, "the checked file's admin.token_file");
+  throw new AdminClientError("no admin token for --diff (GET /config needs it): pass --token-file FILE, set L4LB_ADMIN_TOKEN, or set admin.token_file in the checked file");
 }
 
 // ---------------------------------------------------------------------------

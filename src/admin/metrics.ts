@@ -12,9 +12,10 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Pool, Server } from '../pool.js';
 import type { RejectReason, ServerCounters } from '../proxy/stats.js';
 import type { AdminSource } from './status.js';
+import { droppedLogLines } from '../log.js';
 
 /** Reasons always exported (at 0 too), so dashboards and alerts see the series before the first rejection. */
-const REJECT_REASONS = ['acl', 'limit', 'proxy_header', 'tls'] as const satisfies readonly RejectReason[];
+const REJECT_REASONS = ['acl', 'limit', 'proxy_header', 'tls', 'no_server', 'local'] as const satisfies readonly RejectReason[];
 const ADMIN_STATES = ['ready', 'drain', 'maint'] as const;
 
 const ZERO: ServerCounters = Object.freeze({ total: 0, active: 0, bytesIn: 0, bytesOut: 0 });
@@ -137,7 +138,7 @@ export function createMetricsRegistry(source: AdminSource): Registry {
 
   new Counter({
     name: 'l4lb_rejected_connections_total',
-    help: 'Client connections closed before reaching a server, by reason (acl, limit, proxy_header, tls).',
+    help: 'Client connections closed before reaching a server, by reason (acl, limit, proxy_header, tls, no_server, local).',
     labelNames: ['listener', 'reason'] as const,
     registers,
     collect() {
@@ -147,6 +148,31 @@ export function createMetricsRegistry(source: AdminSource): Registry {
         for (const [reason, n] of l.stats.rejected) rejected.set(reason, n);
         for (const [reason, n] of rejected) this.inc({ listener: l.model.name, reason }, n);
       }
+    },
+  });
+
+  new Counter({
+    name: 'l4lb_local_errors_total',
+    help: 'Connections refused for the balancer\'s own shortage (EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM), by errno code; never counted against a server.',
+    labelNames: ['listener', 'code'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const l of source.listeners) {
+        // EMFILE is always there, so an alert on it sees the series before the first shortage.
+        this.inc({ listener: l.model.name, code: 'EMFILE' }, 0);
+        for (const [code, n] of l.stats.localErrors) this.inc({ listener: l.model.name, code }, n);
+      }
+    },
+  });
+
+  new Counter({
+    name: 'l4lb_log_lines_dropped_total',
+    help: 'Log lines dropped because stdout did not take them fast enough (the buffer is bounded).',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(droppedLogLines());
     },
   });
 

@@ -1,17 +1,27 @@
 /**
  * The admin HTTP server (node:http): health, Prometheus metrics, JSON and
- * HTML status, and the one state-changing call, which needs the bearer token.
+ * HTML status, the running configuration, and the state-changing call.
  *
  *     GET  /healthz                                200 "ok" while serving, 503 "draining" once stopping
  *     GET  /metrics                                Prometheus text format
  *     GET  /status                                 JSON (see status.ts)
  *     GET  /                                       HTML status page
- *     GET  /config                                 the running model as JSON (see config/model-json.ts)
- *     POST /pools/POOL/servers/SERVER/state        {"state":"drain"|"ready"|"maint"}, Authorization: Bearer TOKEN
+ *     GET  /config[?reveal=secrets]                the running model as JSON (see config/model-json.ts), bearer token
+ *     POST /pools/POOL/servers/SERVER/state        {"state":"drain"|"ready"|"maint"}, bearer token
+ *
+ * Every request first passes the Host guard: a browser tricked by DNS
+ * rebinding sends the attacker's name as Host, so only IP literals,
+ * `localhost` and the listen host are served (421 otherwise; no Host is
+ * fine, a browser always sends one). Protected endpoints share one bearer
+ * check (`#authorize`).
  *
  * It is built to face garbage: bounded headers and bodies, timeouts on every
- * phase of a request, a cap on connections, and every failure answered with
- * a status code rather than a crash.
+ * phase of a request, and every failure answered with a status code rather
+ * than a crash. Connections are capped in total and per client; at a cap a
+ * newcomer evicts the oldest connection that has not delivered a complete
+ * request head (a slowloris, or an idle keep-alive) rather than being
+ * refused, so slow clients cannot lock out a health check: a real client
+ * sends its head at once, a slow one is the first to go.
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -20,7 +30,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import type { Registry } from 'prom-client';
 import type { AdminModel } from '../config/model.js';
-import { configDoc } from '../config/model-json.js';
+import { configDoc, redactionKey } from '../config/model-json.js';
 import { readTokenFile } from '../config/token-file.js';
 import { didYouMean } from '../config/suggest.js';
 import { ConfigError, ListenError, describe } from '../errors.js';
@@ -46,8 +56,22 @@ export interface AdminServerOptions {
   readonly bodyTimeoutMs?: number;
   /** A connection with no traffic at all is closed after this (e.g. a client that never reads). Default 30s. */
   readonly idleTimeoutMs?: number;
-  /** Open connections at most; more are refused by the kernel's accept and Node. Default 64. */
+  /**
+   * Open connections at most. At the cap a new connection evicts the oldest
+   * one without a request in flight, or is closed when every one has a
+   * request in flight. Default 64.
+   */
   readonly maxConnections?: number;
+  /** Open connections per client (an IPv4 address or an IPv6 /64), same rule within them. Default 16. */
+  readonly maxConnectionsPerClient?: number;
+  /**
+   * Slots only local clients (loopback, or this host's own address) may take:
+   * remote clients share `maxConnections - reservedLocal`. Matters only when
+   * the admin server listens beyond loopback. Default 4.
+   */
+  readonly reservedLocal?: number;
+  /** Which clients are local (IPv4-mapped addresses unmapped). Default: loopback, or the address it connected to. */
+  readonly isLocal?: (remote: string, local: string) => boolean;
 }
 
 const DEFAULT_OPTIONS: Required<AdminServerOptions> = {
@@ -56,7 +80,18 @@ const DEFAULT_OPTIONS: Required<AdminServerOptions> = {
   bodyTimeoutMs: 5_000,
   idleTimeoutMs: 30_000,
   maxConnections: 64,
+  // A browser opens about 6 per host; 16 leaves room for a few tools behind one NAT.
+  maxConnectionsPerClient: 16,
+  reservedLocal: 4,
+  isLocal: (remote, local) => isLoopback(remote) || remote === local,
 };
+
+/** How often a burst of evicted or refused admin connections is logged, at most. */
+const SHED_LOG_INTERVAL_MS = 10_000;
+
+/** The query parameter that asks `GET /config` for payloads in clear. */
+export const REVEAL_PARAM = 'reveal';
+export const REVEAL_VALUE = 'secrets';
 
 /** An answer to send instead of a result: thrown inside handlers, caught once. */
 class HttpError extends Error {
@@ -92,6 +127,75 @@ export function isLoopback(host: string): boolean {
   return host === '::1';
 }
 
+/** `::ffff:10.0.0.1` → `10.0.0.1`; anything else as is. */
+function unmapped(ip: string): string {
+  return ip.startsWith('::ffff:') && net.isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
+}
+
+/**
+ * Who a connection counts against: an IPv4 address, or an IPv6 /64 (one
+ * host commonly holds a whole /64, so counting per address would be no cap).
+ */
+export function clientKey(address: string): string {
+  const ip = unmapped(address.split('%')[0]!.toLowerCase());
+  if (!net.isIPv6(ip)) return ip;
+  const [head = '', tail] = ip.split('::');
+  const groups = (part: string): string[] => (part === '' ? [] : part.split(':').flatMap((g) => (g.includes('.') ? ['0', '0'] : [g])));
+  const h = groups(head);
+  const t = tail === undefined ? [] : groups(tail);
+  const all = [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+  return `${all.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+}
+
+/**
+ * The host name of a Host header value, lower case, without port, brackets
+ * or a trailing dot; null when it is not `host[:port]`.
+ */
+export function hostOf(header: string): string | null {
+  const h = header.trim().toLowerCase();
+  let name: string;
+  let rest: string;
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    if (end < 0) return null;
+    name = h.slice(1, end);
+    rest = h.slice(end + 1);
+  } else {
+    const colon = h.indexOf(':');
+    // Several colons without brackets: a bare IPv6 literal, no port.
+    const bare = colon >= 0 && h.indexOf(':', colon + 1) >= 0;
+    name = colon < 0 || bare ? h : h.slice(0, colon);
+    rest = colon < 0 || bare ? '' : h.slice(colon);
+  }
+  if (rest !== '' && !/^:\d{1,5}$/.test(rest)) return null;
+  return name.endsWith('.') ? name.slice(0, -1) : name;
+}
+
+/**
+ * The DNS-rebinding guard: whether a request with this Host header may be
+ * served. A page that rebinds its own name to 127.0.0.1 still sends that
+ * name as Host, and it can be neither an IP literal nor `localhost`.
+ * @param listenHosts the listen address as written and as resolved, lower case
+ */
+export function hostAllowed(header: string | undefined, listenHosts: ReadonlySet<string>): boolean {
+  if (header === undefined || header.trim() === '') return true;
+  const name = hostOf(header);
+  if (name === null || name === '') return false;
+  return net.isIP(name) !== 0 || name === 'localhost' || listenHosts.has(name);
+}
+
+/** One admin connection, as the caps see it. */
+interface Conn {
+  readonly socket: net.Socket;
+  readonly client: string;
+  /** Loopback, or from this host's own address: may use the reserved slots. */
+  readonly local: boolean;
+  /** Requests whose head has arrived and whose response has not closed: never evicted while > 0. */
+  inFlight: number;
+  /** When it last had no request in flight (accepted, or its last response closed): oldest is evicted first. */
+  idleSince: number;
+}
+
 export class AdminServer {
   readonly #source: AdminSource;
   readonly #model: AdminModel;
@@ -99,8 +203,17 @@ export class AdminServer {
   readonly #options: Required<AdminServerOptions>;
   readonly #server: http.Server;
   readonly #registry: Registry;
-  /** SHA-256 of the token; the token itself is not kept. null: state changes are refused. */
+  /** SHA-256 of the token; the token itself is not kept. null: protected endpoints answer 403. */
   #tokenDigest: Buffer | null = null;
+  /** Key for the MACs that stand in for secrets in `GET /config` (derived from the token). */
+  #redactionKey: Buffer | null = null;
+  /** Names a Host header may carry besides IP literals and localhost. */
+  readonly #listenHosts: ReadonlySet<string>;
+  readonly #conns = new Map<net.Socket, Conn>();
+  /** Connections evicted and refused at a cap, since start; `#unreported`: since the last log line. */
+  readonly #shed = { evicted: 0, refused: 0 };
+  #unreported = { evicted: 0, refused: 0 };
+  #shedTimer: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(source: AdminSource, model: AdminModel, logger: Logger, options: AdminServerOptions = {}) {
@@ -109,6 +222,8 @@ export class AdminServer {
     this.#logger = logger;
     this.#options = { ...DEFAULT_OPTIONS, ...options };
     const o = this.#options;
+    const written = model.listen.text.startsWith('[') ? model.listen.text.slice(1, model.listen.text.lastIndexOf(']')) : model.listen.text.slice(0, model.listen.text.lastIndexOf(':'));
+    this.#listenHosts = new Set([written, model.listen.host].map((h) => h.toLowerCase().replace(/\.$/, '')));
     this.#registry = createMetricsRegistry(source);
     this.#server = http.createServer({
       maxHeaderSize: MAX_HEADER_BYTES,
@@ -117,9 +232,12 @@ export class AdminServer {
       // How often Node enforces the two timeouts above (its default, 30s, would let a slow client linger).
       connectionsCheckingInterval: Math.max(100, Math.min(1_000, o.headersTimeoutMs / 2)),
       keepAliveTimeout: 5_000,
+      // The contract serves a request without Host (Node answers 400 by default); the Host guard judges those with one.
+      requireHostHeader: false,
     });
-    this.#server.maxConnections = o.maxConnections;
+    // No server.maxConnections: Node would refuse at the cap; #onConnection evicts instead.
     this.#server.maxRequestsPerSocket = 1_000;
+    this.#server.on('connection', this.#onConnection);
     this.#server.setTimeout(o.idleTimeoutMs, (socket) => socket.destroy());
     this.#server.on('request', this.#onRequest);
     this.#server.on('clientError', this.#onClientError);
@@ -145,15 +263,16 @@ export class AdminServer {
       const r = await readTokenFile(tokenFile);
       if (typeof r === 'string') throw new ConfigError([{ path: 'admin.token_file', message: r }]);
       this.#tokenDigest = digest(r.token);
+      this.#redactionKey = redactionKey(r.token);
       const mode = await stat(tokenFile).then((s) => s.mode, () => 0);
       if ((mode & 0o004) !== 0) {
-        this.#logger.warn({ token_file: tokenFile }, 'admin token file is readable by every user; chmod 600 it');
+        this.#logger.warn({ token_file: tokenFile }, 'admin token file is readable by every user; let only root and the group l4lb runs as read it, as scripts/install.sh does: chown root:l4lb FILE && chmod 0640 FILE');
       }
     }
     if (!isLoopback(listen.host) && tokenFile === null) {
       this.#logger.warn(
         { address: listen.text },
-        'admin server listens beyond loopback without token_file: status and metrics are open to the network, state changes are refused',
+        'admin server listens beyond loopback without token_file: status and metrics are open to the network, state changes and GET /config are refused',
       );
     }
     await new Promise<void>((resolve, reject) => {
@@ -168,8 +287,16 @@ export class AdminServer {
     this.#logger.info({ address: a?.address, port: a?.port, token: this.#tokenDigest !== null }, 'admin listening');
   }
 
+  /** Open admin connections now (`busy`: with a request in flight), and those evicted and refused at a cap since start. */
+  connectionStats(): { open: number; busy: number; evicted: number; refused: number } {
+    let busy = 0;
+    for (const c of this.#conns.values()) if (c.inFlight > 0) busy++;
+    return { open: this.#conns.size, busy, ...this.#shed };
+  }
+
   /** Stop listening and close every admin connection. Idempotent. */
   close(): Promise<void> {
+    clearTimeout(this.#shedTimer);
     this.#closing ??= new Promise<void>((resolve) => {
       if (!this.#server.listening) return resolve();
       this.#server.close(() => resolve());
@@ -180,10 +307,96 @@ export class AdminServer {
   }
 
   // -------------------------------------------------------------------------
+  // Connections
+
+  /**
+   * Admits a new connection within the caps: per client, the remote share
+   * (all but the reserved local slots), and the total. At a cap it evicts the
+   * oldest connection of the capped group that has no request in flight;
+   * when there is none, the newcomer is closed instead.
+   */
+  #onConnection = (socket: net.Socket): void => {
+    const remote = socket.remoteAddress;
+    if (remote === undefined) {
+      socket.destroy(); // already gone
+      return;
+    }
+    const ip = unmapped(remote);
+    const local = this.#options.isLocal(ip, unmapped(socket.localAddress ?? ''));
+    const conn: Conn = { socket, client: clientKey(ip), local, inFlight: 0, idleSince: performance.now() };
+    const o = this.#options;
+    const remoteOnly = (c: Conn): boolean => !c.local;
+    const admitted =
+      this.#makeRoom((c) => c.client === conn.client, o.maxConnectionsPerClient) &&
+      (local || this.#makeRoom(remoteOnly, Math.max(1, o.maxConnections - o.reservedLocal))) &&
+      // A remote newcomer never evicts a local client.
+      this.#makeRoom(() => true, o.maxConnections, local ? () => true : remoteOnly);
+    if (!admitted) {
+      this.#noteShed('refused');
+      socket.destroy();
+      return;
+    }
+    this.#conns.set(socket, conn);
+    socket.once('close', () => this.#conns.delete(socket));
+  };
+
+  /**
+   * Makes sure fewer than `limit` open connections match `group`, evicting
+   * the oldest idle one among `victims` (default: the group) if needed.
+   * @returns false when at the limit with nothing to evict
+   */
+  #makeRoom(group: (c: Conn) => boolean, limit: number, victims: (c: Conn) => boolean = group): boolean {
+    let count = 0;
+    let oldest: Conn | undefined;
+    for (const c of this.#conns.values()) {
+      if (group(c)) count++;
+      if (c.inFlight === 0 && victims(c) && (oldest === undefined || c.idleSince < oldest.idleSince)) oldest = c;
+    }
+    if (count < limit) return true;
+    if (oldest === undefined) return false;
+    this.#conns.delete(oldest.socket);
+    oldest.socket.destroy();
+    this.#noteShed('evicted');
+    return true;
+  }
+
+  /** Counts a shed connection; logs at once, then at most once per interval with the counts since. */
+  #noteShed(kind: 'evicted' | 'refused'): void {
+    this.#shed[kind]++;
+    this.#unreported[kind]++;
+    if (this.#shedTimer === undefined) this.#reportShed();
+  }
+
+  #reportShed = (): void => {
+    const { evicted, refused } = this.#unreported;
+    if (evicted + refused === 0) {
+      this.#shedTimer = undefined;
+      return;
+    }
+    this.#unreported = { evicted: 0, refused: 0 };
+    this.#logger.warn(
+      { evicted, refused, open: this.#conns.size, max_connections: this.#options.maxConnections, max_per_client: this.#options.maxConnectionsPerClient },
+      'admin connection cap reached: evicted connections without a request in flight, refused new ones when none was left',
+    );
+    this.#shedTimer = setTimeout(this.#reportShed, SHED_LOG_INTERVAL_MS);
+    // Only a log line depends on it; close() clears it.
+    this.#shedTimer.unref();
+  };
+
+  // -------------------------------------------------------------------------
   // Requests
 
   #onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const started = performance.now();
+    const conn = this.#conns.get(req.socket);
+    if (conn !== undefined) {
+      // A complete head arrived: this connection is no longer evictable until its response closes.
+      conn.inFlight++;
+      res.once('close', () => {
+        conn.inFlight--;
+        if (conn.inFlight === 0) conn.idleSince = performance.now();
+      });
+    }
     res.on('finish', () => {
       this.#logger.debug(
         { method: req.method, path: req.url?.slice(0, 200), status: res.statusCode, ms: Math.round(performance.now() - started), client: req.socket.remoteAddress },
@@ -202,6 +415,13 @@ export class AdminServer {
   };
 
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (!hostAllowed(req.headers.host, this.#listenHosts)) {
+      throw new HttpError(
+        421,
+        `Host ${JSON.stringify(req.headers.host!.slice(0, 100))} is not this admin server; use its IP address, localhost or the listen address`,
+        { Connection: 'close' },
+      );
+    }
     const target = req.url ?? '';
     const query = target.indexOf('?');
     const path = query >= 0 ? target.slice(0, query) : target;
@@ -228,11 +448,14 @@ export class AdminServer {
         return;
       }
       case '/config': {
-        // Read-only like /status: the model holds no secret (no token, key files by path only).
+        // ACLs, file paths and probe payloads (an AUTH line, say) are not for everyone who can reach the port.
         if (!read) throw methodNotAllowed('GET, HEAD');
+        this.#authorize(req);
+        const reveal = revealRequested(query >= 0 ? target.slice(query + 1) : '');
         const model = this.#source.model;
         if (model === undefined) throw new HttpError(404, 'this instance does not report its configuration');
-        sendJson(res, 200, configDoc(model));
+        if (reveal) this.#logger.info({ client: req.socket.remoteAddress }, 'admin configuration read with secrets revealed');
+        sendJson(res, 200, configDoc(model, reveal ? undefined : this.#redactionKey!));
         return;
       }
       case '/':
@@ -251,19 +474,27 @@ export class AdminServer {
     throw new HttpError(404, 'not found; try /status, /config, /metrics, /healthz or POST /pools/POOL/servers/SERVER/state');
   }
 
-  /** POST /pools/POOL/servers/SERVER/state. Bodies are not read before the caller is known. */
-  async #setState(req: http.IncomingMessage, res: http.ServerResponse, poolName: string, serverName: string): Promise<void> {
-    // Until the body is read, an error answer closes the connection rather than reading what follows.
+  /**
+   * The bearer-token check of every protected endpoint: returns when the
+   * request carries the token, else throws 403 (no token configured) or 401.
+   * Its answers close the connection: a body that was not read is not parsed
+   * as the next request.
+   */
+  #authorize(req: http.IncomingMessage): void {
     const close = { Connection: 'close' };
     if (this.#tokenDigest === null) {
-      throw new HttpError(403, 'state changes are disabled: no admin.token_file is configured', close);
+      throw new HttpError(403, 'disabled: no admin.token_file is configured (state changes and GET /config need the bearer token)', close);
     }
     const auth = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '');
     const challenge = { ...close, 'WWW-Authenticate': 'Bearer realm="l4lb"' };
     if (auth === null) throw new HttpError(401, 'missing bearer token (Authorization: Bearer TOKEN)', challenge);
     // Equal-length digests: the comparison takes the same time whatever the token's length or content.
     if (!timingSafeEqual(digest(auth[1]!), this.#tokenDigest)) throw new HttpError(401, 'invalid token', challenge);
+  }
 
+  /** POST /pools/POOL/servers/SERVER/state. Bodies are not read before the caller is known. */
+  async #setState(req: http.IncomingMessage, res: http.ServerResponse, poolName: string, serverName: string): Promise<void> {
+    this.#authorize(req);
     const state = parseStateBody(await readBody(req, MAX_BODY_BYTES, this.#options.bodyTimeoutMs));
     const pool = this.#source.pools.get(poolName);
     if (pool === undefined) {
@@ -305,6 +536,14 @@ export class AdminServer {
 
 function methodNotAllowed(allow: string): HttpError {
   return new HttpError(405, `method not allowed; use ${allow}`, { Allow: allow });
+}
+
+/** `reveal=secrets` in a `GET /config` query: payloads in clear. Another value is refused, not taken as "no". */
+function revealRequested(query: string): boolean {
+  const values = new URLSearchParams(query).getAll(REVEAL_PARAM);
+  if (values.length === 0) return false;
+  if (values.length === 1 && values[0] === REVEAL_VALUE) return true;
+  throw new HttpError(400, `expected ${REVEAL_PARAM}=${REVEAL_VALUE} (or no ${REVEAL_PARAM} for redacted payloads)`);
 }
 
 function decodeSegment(segment: string): string {

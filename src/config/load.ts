@@ -4,14 +4,14 @@
  * them all; nothing but ConfigError or ConfigReadError ever escapes.
  */
 
-import { access, readFile, stat } from 'node:fs/promises';
-import { constants as fsConstants } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { isIP } from 'node:net';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument } from 'yaml';
 import { DEFAULTS } from '../defaults.js';
 import { parseCidr } from '../net/cidr.js';
+import { DEFAULT_IPV6_PREFIX } from '../protect/per-source.js';
 import { ConfigError, ConfigReadError, describe, type ConfigProblem } from '../errors.js';
 import { createResolver, parseAddress } from './address.js';
 import { parseDuration } from './duration.js';
@@ -30,10 +30,14 @@ import type {
 } from './model.js';
 import { sniPatternProblem } from '../tls/sni-routes.js';
 import { loadCertificates } from '../tls/cert-store.js';
+import { certStoreOptions } from '../tls/terminator.js';
+import { prepareBackendTls } from '../tls/backend.js';
 import { BALANCES, LOG_LEVELS, VALUE_KINDS, configSchema, type JsonSchema } from './schema.js';
 import { show } from './show.js';
 import { didYouMean } from './suggest.js';
 import { readTokenFile } from './token-file.js';
+import { checkSecretReadable } from './secret-file.js';
+import { userName } from '../runtime/privileges.js';
 
 /** Larger files are refused unread: a real configuration is a few kilobytes. */
 const MAX_FILE_BYTES = 4 * 1024 * 1024;
@@ -288,6 +292,15 @@ function intOr(v: unknown, fallback: number): number {
   return Number.isSafeInteger(v) ? (v as number) : fallback;
 }
 
+/** EACCES/EPERM name the user l4lb reads as (after a privilege drop, files first named in a reload must be readable by it). */
+function unreadableReason(err: NodeJS.ErrnoException): string {
+  const euid = process.geteuid?.();
+  if ((err.code === 'EACCES' || err.code === 'EPERM') && euid !== undefined && euid !== 0) {
+    return `${err.code} (not readable by user ${userName(euid)}, which l4lb runs as)`;
+  }
+  return err.code ?? err.message;
+}
+
 /** A mutable draft: addresses are filled in once resolved. */
 interface Draft<T> {
   value: T;
@@ -305,6 +318,8 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
   const warnings: string[] = [];
   /** Terminating listeners whose certificates are checked once their files are known readable. */
   const certChecks: { path: string; model: ListenerTlsModel }[] = [];
+  /** Pools with TLS to their servers: contexts built (so files checked) once the files are known readable. */
+  const backendChecks: { path: string; model: PoolTlsModel }[] = [];
   /** Parses an address and resolves it in the background; `set` receives the endpoint. */
   const address = (path: string, value: unknown, bind: boolean, set: (ep: Endpoint) => void): void => {
     if (value === undefined) return;
@@ -354,12 +369,12 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
     return out;
   };
 
-  /** A file the process must be able to read (certificates, keys, CAs). */
+  /** A file the process must be able to read (certificates, keys, CAs), or hold the copy read before a privilege drop. */
   const readable = (path: string, value: unknown): string | null => {
     if (typeof value !== 'string' || value === '') return null;
     waits.push(
-      access(value, fsConstants.R_OK).catch((err: NodeJS.ErrnoException) =>
-        problems.add(path, `cannot read ${value}: ${err.code === 'ENOENT' ? 'no such file' : (err.code ?? err.message)}`),
+      checkSecretReadable(value).catch((err: NodeJS.ErrnoException) =>
+        problems.add(path, `cannot read ${value}: ${err.code === 'ENOENT' ? 'no such file' : unreadableReason(err)}`),
       ),
     );
     return value;
@@ -378,7 +393,7 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
     });
     if (mode === 'terminate' && o.certs === undefined) problems.add(`${path}.certs`, 'terminate needs at least one certificate (certs)');
     if (mode === 'passthrough') {
-      for (const k of ['certs', 'alpn', 'client_ca', 'ciphers'] as const) {
+      for (const k of ['certs', 'alpn', 'client_ca', 'ciphers', 'strict_sni', 'session_tickets'] as const) {
         if (o[k] !== undefined) problems.add(`${path}.${k}`, 'has no effect with mode: passthrough (l4lb does not decrypt)');
       }
     }
@@ -389,6 +404,8 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
       ciphers: typeof o.ciphers === 'string' ? o.ciphers : null,
       alpn: Array.isArray(o.alpn) ? o.alpn.filter((a): a is string => typeof a === 'string') : [],
       clientCa: readable(`${path}.client_ca`, o.client_ca),
+      strictSni: o.strict_sni === true,
+      sessionTickets: o.session_tickets !== false,
     };
     if (mode === 'terminate') certChecks.push({ path, model });
     return model;
@@ -399,13 +416,15 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
     if (!o) return null;
     if ((o.cert === undefined) !== (o.key === undefined)) problems.add(`${path}.${o.cert === undefined ? 'cert' : 'key'}`, 'cert and key go together');
     if (o.verify === false) warnings.push(`${path}.verify: false — server certificates are not verified`);
-    return {
+    const model: PoolTlsModel = {
       servername: typeof o.servername === 'string' ? o.servername : null,
       ca: readable(`${path}.ca`, o.ca),
       verify: o.verify !== false,
       cert: readable(`${path}.cert`, o.cert),
       key: readable(`${path}.key`, o.key),
     };
+    backendChecks.push({ path, model });
+    return model;
   };
 
   const routes = (path: string, value: unknown, hasTls: boolean, pools: Map<string, string> | null): RouteModel[] => {
@@ -529,6 +548,7 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
         perSource: {
           maxConnections: intOr(asObject(o.per_source)?.max_connections, 0),
           connectRate: intOr(asObject(o.per_source)?.connect_rate, 0),
+          ipv6Prefix: intOr(asObject(o.per_source)?.ipv6_prefix, DEFAULT_IPV6_PREFIX),
         },
         tls: listenerTls(`${path}.tls`, o.tls),
         routes: routes(`${path}.routes`, o.routes, o.tls !== undefined, poolNamesComplete ? poolNames : null),
@@ -537,6 +557,14 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
     };
     if (o.trusted_proxies !== undefined && o.accept_proxy !== true) {
       problems.add(`${path}.trusted_proxies`, 'has no effect without accept_proxy: true');
+    }
+    // Without it any client could write its own PROXY header and choose the address ACLs, limits and hashing see.
+    if (o.accept_proxy === true && (o.trusted_proxies === undefined || (Array.isArray(o.trusted_proxies) && o.trusted_proxies.length === 0))) {
+      problems.add(
+        `${path}.trusted_proxies`,
+        'required with accept_proxy: true: list the addresses of the balancers that send PROXY headers, e.g. [10.0.0.0/8]; ' +
+          'any other peer could name its own client address. To accept headers from anyone, write ["0.0.0.0/0", "::/0"]',
+      );
     }
     listeners.push(draft);
     if (typeof o.bind === 'string' && o.bind.startsWith('systemd:')) {
@@ -560,7 +588,8 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
     address('admin.listen', rawAdmin.listen ?? DEFAULTS.adminListen, true, (ep) => (draft.value = { ...draft.value, listen: ep }));
     if (tokenFile !== null && tokenFile !== '') {
       waits.push(
-        readTokenFile(tokenFile).then((r) => {
+        // The owner may also be the user l4lb drops to (`user:`).
+        readTokenFile(tokenFile, { user: asString(root.user) ?? null, group: asString(root.group) ?? null }).then((r) => {
           if (typeof r === 'string') problems.add('admin.token_file', r);
         }),
       );
@@ -573,13 +602,20 @@ async function check(raw: unknown): Promise<{ problems: ConfigProblem[]; model: 
   // Skipped where a file was already reported unreadable.
   for (const { path, model: t } of certChecks) {
     if (problems.list.some((p) => p.path.startsWith(`${path}.`))) continue;
-    const result = await loadCertificates(t.certs, {
-      ...(t.clientCa !== null ? { clientCa: t.clientCa } : {}),
-      context: { minVersion: t.minVersion, ...(t.ciphers !== null ? { ciphers: t.ciphers } : {}) },
-    });
+    const result = await loadCertificates(t.certs, certStoreOptions(t));
     for (const w of result.warnings) warnings.push(`${path}.${w}`);
     if (!result.ok) for (const p of result.problems) problems.add(p.path === '' ? path : `${path}.${p.path}`, p.message);
   }
+  // TLS to servers: the context the pool will use is built here, so a file
+  // that is no CA, certificate or matching key is a problem on its path.
+  await Promise.all(
+    backendChecks.map(async ({ path, model: t }) => {
+      if (problems.list.some((p) => p.path === path || p.path.startsWith(`${path}.`))) return;
+      const result = await prepareBackendTls(t);
+      for (const w of result.warnings) warnings.push(`${path}.${w}`);
+      if (!result.ok) for (const p of result.problems) problems.add(p.field === '' ? path : `${path}.${p.field}`, p.message);
+    }),
+  );
   checkBinds(problems, [
     ...listeners.map((d) => ({ path: `${d.path}.bind`, owner: d.path, bind: d.value.bind })),
     ...(admin ? [{ path: 'admin.listen', owner: 'admin', bind: admin.value.listen }] : []),

@@ -4,26 +4,49 @@
  *
  * The document is `{"version": 1, "model": MODEL}` where MODEL is the frozen
  * {@link Model} with its own field names (camelCase, durations in ms,
- * addresses as `{host, port, text}`), and every Buffer (the probe payloads
- * `health.send` and `health.expect`) as `{"hex": "50494e470d0a"}`: exact for
- * any bytes, and the same spelling as the configuration's `hex:` payloads.
+ * addresses as `{host, port, text}`). Every Buffer in the model is a secret
+ * or may hold one (the probe payloads `health.send` and `health.expect`, say
+ * an `AUTH password` line): a value read from a secret file must be kept in
+ * the model as a Buffer so that it is treated the same way. A Buffer is
+ * served in one of two forms:
  *
- * There is nothing secret in it: the model never holds the admin token
- * (only `tokenFile`, a path) and names certificate and key files by path only.
+ * - redacted (the default): `{"redacted": "hmac-sha256", "mac": HEX}`, an
+ *   HMAC keyed by a key derived from the admin token ({@link redactionKey}).
+ *   Without the token the MAC says nothing about the bytes, even a short
+ *   password (a plain hash could be reversed by trying candidates); with it,
+ *   `check --diff` computes the MAC of its own file's payload and so sees a
+ *   changed payload without either side's bytes crossing the wire.
+ * - revealed (`GET /config?reveal=secrets`, token required too):
+ *   `{"hex": "50494e470d0a"}`, exact for any bytes, and the same spelling as
+ *   the configuration's `hex:` payloads.
+ *
+ * The admin token itself is never in the model (only `tokenFile`, a path);
+ * certificate and key files are named by path only.
  */
+import { createHmac } from 'node:crypto';
 import type { Model } from './model.js';
 
 /** Bumped when a field changes meaning; new fields alone do not bump it. */
 export const CONFIG_DOC_VERSION = 1;
 
-/** A Buffer in the JSON form. */
+/** A Buffer in the JSON form, revealed. */
 export interface HexBytes {
   readonly hex: string;
 }
 
+/** A Buffer in the JSON form, redacted: a MAC keyed by {@link redactionKey}, never the bytes. */
+export interface RedactedBytes {
+  readonly redacted: 'hmac-sha256';
+  /** HMAC-SHA256 of the bytes, hex. */
+  readonly mac: string;
+}
+
+/** A Buffer as `GET /config` serves it. */
+export type BytesJson = HexBytes | RedactedBytes;
+
 /** `T` as it reads after {@link modelToJson} (and JSON.stringify/parse). */
 export type Jsonified<T> = T extends Buffer
-  ? HexBytes
+  ? BytesJson
   : T extends readonly (infer U)[]
     ? readonly Jsonified<U>[]
     : T extends object
@@ -38,30 +61,70 @@ export interface ConfigDoc {
   readonly model: ModelJson;
 }
 
-/** A deep copy with Buffers as `{hex}`; anything already in JSON form passes through unchanged. */
+/** A deep copy with Buffers as `{hex}` (revealed); anything already in JSON form passes through unchanged. */
 export function modelToJson(model: Model | ModelJson): ModelJson {
-  return jsonify(model) as ModelJson;
+  return jsonify(model, (b) => ({ hex: b.toString('hex') })) as ModelJson;
 }
 
-function jsonify(value: unknown): unknown {
-  if (Buffer.isBuffer(value)) return { hex: value.toString('hex') };
-  if (Array.isArray(value)) return value.map(jsonify);
+/**
+ * A deep copy with every Buffer (or revealed `{hex}`) redacted with `key`;
+ * already redacted values pass through. Redacting both sides of a
+ * comparison with the same key keeps equal bytes equal and different bytes
+ * different.
+ */
+export function redactModel(model: Model | ModelJson, key: Buffer): ModelJson {
+  return jsonify(model, (b) => redactBytes(b, key)) as ModelJson;
+}
+
+/**
+ * The redaction key for a given admin token. Derived rather than the token
+ * itself, so a MAC never doubles as a token check; the admin server keeps
+ * only this and a digest of the token.
+ */
+export function redactionKey(token: string): Buffer {
+  return createHmac('sha256', token).update('l4lb GET /config redaction v1').digest();
+}
+
+/** The redacted form of some bytes. */
+export function redactBytes(bytes: Buffer, key: Buffer): RedactedBytes {
+  return { redacted: 'hmac-sha256', mac: createHmac('sha256', key).update(bytes).digest('hex') };
+}
+
+export function isRedacted(value: unknown): value is RedactedBytes {
+  const o = obj(value);
+  return o !== undefined && o.redacted === 'hmac-sha256' && typeof o.mac === 'string';
+}
+
+/** `{hex}` and nothing else: a revealed Buffer (no other object in the model has this shape). */
+function isHexBytes(value: unknown): value is HexBytes {
+  const o = obj(value);
+  return o !== undefined && typeof o.hex === 'string' && Object.keys(o).length === 1;
+}
+
+function jsonify(value: unknown, bytes: (b: Buffer) => BytesJson): unknown {
+  if (Buffer.isBuffer(value)) return bytes(value);
+  if (isHexBytes(value)) return bytes(Buffer.from(value.hex, 'hex'));
+  if (isRedacted(value)) return { redacted: value.redacted, mac: value.mac };
+  if (Array.isArray(value)) return value.map((v) => jsonify(v, bytes));
   if (typeof value === 'object' && value !== null) {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = jsonify(v);
+    for (const [k, v] of Object.entries(value)) out[k] = jsonify(v, bytes);
     return out;
   }
   return value;
 }
 
-/** The `GET /config` document for a model. */
-export function configDoc(model: Model): ConfigDoc {
-  return { version: CONFIG_DOC_VERSION, model: modelToJson(model) };
+/**
+ * The `GET /config` document for a model.
+ * @param redactWith the redaction key; absent: Buffers revealed as `{hex}`
+ */
+export function configDoc(model: Model, redactWith?: Buffer): ConfigDoc {
+  return { version: CONFIG_DOC_VERSION, model: redactWith === undefined ? modelToJson(model) : redactModel(model, redactWith) };
 }
 
-/** Bytes from their JSON form (or a Buffer, as is); null stays null. */
-export function bytesFromJson(value: HexBytes | Buffer | null | undefined): Buffer | null {
-  if (value === null || value === undefined) return null;
+/** Bytes from their revealed JSON form (or a Buffer, as is); null stays null, and so does a redacted value. */
+export function bytesFromJson(value: BytesJson | Buffer | null | undefined): Buffer | null {
+  if (value === null || value === undefined || isRedacted(value)) return null;
   if (Buffer.isBuffer(value)) return value;
   return Buffer.from(value.hex, 'hex');
 }

@@ -69,6 +69,10 @@ export interface ListenerTlsModel {
   readonly alpn: readonly string[];
   /** terminate: CA file for mutual TLS (a client certificate is then required). */
   readonly clientCa: string | null;
+  /** terminate: refuse a ClientHello without SNI or whose SNI no certificate covers. */
+  readonly strictSni: boolean;
+  /** terminate: issue session tickets (keys rotated, the previous one kept); false = no resumption. */
+  readonly sessionTickets: boolean;
 }
 
 /** SNI routing: the first route whose name matches picks the pool. */
@@ -80,7 +84,10 @@ export interface RouteModel {
 
 /** TLS from l4lb to the servers of a pool. */
 export interface PoolTlsModel {
-  /** SNI sent and name verified; null = none sent, the server's address is verified. */
+  /**
+   * SNI sent and name verified; null = each server's host name as written in
+   * its address (none for an IP literal, whose address is then verified).
+   */
   readonly servername: string | null;
   /** CA file to verify servers against; null = the system's trusted CAs. */
   readonly ca: string | null;
@@ -97,7 +104,7 @@ export interface ListenerModel {
   readonly timeouts: { readonly idleMs: number; readonly handshakeMs: number };
   /** Every connection must start with a PROXY v1/v2 header from an upstream balancer. */
   readonly acceptProxy: boolean;
-  /** With acceptProxy: the only peers allowed to send one (CIDR text); empty = any peer. */
+  /** With acceptProxy: the only peers allowed to send one (CIDR text); never empty then (the loader requires it). */
   readonly trustedProxies: readonly string[];
   /** Client CIDRs allowed (empty = everyone not denied). */
   readonly allow: readonly string[];
@@ -105,8 +112,8 @@ export interface ListenerModel {
   readonly deny: readonly string[];
   /** Open connections on this listener; 0 = unlimited. */
   readonly maxConnections: number;
-  /** Per client IP: concurrent connections and new connections per second; 0 = unlimited. */
-  readonly perSource: { readonly maxConnections: number; readonly connectRate: number };
+  /** Per client IP: concurrent connections and new connections per second; 0 = unlimited. IPv6 clients count per /ipv6Prefix network. */
+  readonly perSource: { readonly maxConnections: number; readonly connectRate: number; readonly ipv6Prefix: number };
   readonly tls: ListenerTlsModel | null;
   readonly routes: readonly RouteModel[];
   /** `bind: systemd:NAME`: the socket systemd passes with this FileDescriptorName (bind is then unresolved). */

@@ -5,6 +5,7 @@
  */
 
 import { DEFAULTS } from '../defaults.js';
+import { DEFAULT_IPV6_PREFIX } from '../protect/per-source.js';
 import { DURATION_PATTERN, MAX_DURATION_MS, formatDuration } from './duration.js';
 import type { Balance, LogLevel } from './model.js';
 
@@ -202,7 +203,9 @@ const pool = object(
     },
     tls: object('Encrypt connections to this pool\'s servers (re-encryption). Absent: plain TCP.', {
       servername: {
-        description: 'Server name sent (SNI) and verified in the server\'s certificate. Default: none; the server\'s address is verified.',
+        description:
+          'Server name sent (SNI) and verified in the server\'s certificate. Default: each server\'s host name as written in its address; ' +
+          'for an IP address no SNI is sent and the IP is verified.',
         type: 'string',
         minLength: 1,
         maxLength: 253,
@@ -249,7 +252,7 @@ const listener = object(
     accept_proxy: {
       description:
         'Every connection must begin with a PROXY protocol v1 or v2 header from an upstream balancer (cloud NLB, HAProxy); ' +
-        'its client address is then used everywhere. Connections without a valid header are closed. Default: false.',
+        'its client address is then used everywhere. Connections without a valid header are closed. Needs trusted_proxies. Default: false.',
       type: 'boolean',
       default: false,
     },
@@ -284,6 +287,13 @@ const listener = object(
         minimum: 1,
         maximum: 10000000,
       },
+      ipv6_prefix: {
+        description: `IPv6 clients are counted per network of this prefix length (a host often holds a whole /64); 128 = per address. IPv4 clients are counted per address. Default: ${DEFAULT_IPV6_PREFIX}.`,
+        type: 'integer',
+        minimum: 1,
+        maximum: 128,
+        default: DEFAULT_IPV6_PREFIX,
+      },
     }),
     tls: object(
       'TLS on this listener. Absent: plain TCP.',
@@ -316,6 +326,21 @@ const listener = object(
           minLength: 1,
           maxLength: 4096,
         },
+        strict_sni: {
+          description:
+            'terminate: refuse a ClientHello whose server name (SNI) matches no certificate, or that has none, instead of serving ' +
+            'the default certificate (HAProxy strict-sni). Refused connections end as tls_error. Default: false.',
+          type: 'boolean',
+          default: false,
+        },
+        session_tickets: {
+          description:
+            'terminate: resume TLS sessions with tickets. The key is per listener, kept across reloads, replaced every ' +
+            `${formatDuration(DEFAULTS.ticketKeyRotationMs)} (the previous one still decrypts for ${formatDuration(DEFAULTS.tlsSessionLifetimeMs)}, ` +
+            'the session lifetime). false: no tickets and no resumption (TLS 1.2 and 1.3). Default: true.',
+          type: 'boolean',
+          default: true,
+        },
       },
       ['mode'],
     ),
@@ -329,7 +354,9 @@ const listener = object(
       }, ['sni', 'pool']),
     },
     trusted_proxies: {
-      description: 'With accept_proxy: the addresses (CIDR) allowed to send a PROXY header; others are closed before any byte is read. Default: any.',
+      description:
+        'Required (non-empty) with accept_proxy: the addresses (CIDR) allowed to send a PROXY header; others are closed before any byte is read. ' +
+        '["0.0.0.0/0", "::/0"] trusts every peer.',
       type: 'array',
       maxItems: 1000,
       items: { type: 'string', maxLength: 64 },

@@ -12,6 +12,7 @@ import type { Logger } from '../log.js';
 import type { Pool, Server } from '../pool.js';
 import { probe, type ProbeResult } from './probe.js';
 import type { LastCheck } from './state.js';
+import { processFds, type FdBudget } from '../net/fd-budget.js';
 
 /** Quickest re-probe after a failure; keeps a flapping server from being hammered. */
 const MIN_FAST_INTERVAL_MS = 50;
@@ -19,10 +20,14 @@ const MIN_FAST_INTERVAL_MS = 50;
 const START_SPREAD_MS = 50;
 /** ±10% on every delay, so probes of many servers do not line up. */
 const JITTER = 0.1;
+/** Probes skipped for a local shortage are worth a warning, but one per this interval per pool (with a count). */
+const LOCAL_ERROR_WARN_EVERY_MS = 10_000;
 
 export interface HealthCheckerOptions {
   /** Builds the PROXY header for probes of pools that send one. */
   readonly proxyHeader: ((socket: net.Socket) => Buffer) | null;
+  /** The process's descriptors (default: the process budget). */
+  readonly fds?: FdBudget;
 }
 
 interface Slot {
@@ -39,6 +44,9 @@ export class HealthChecker {
   readonly #slots = new Map<Server, Slot>();
   readonly #abort = new AbortController();
   #closed = false;
+  /** Probes that could not run for a local shortage since the last warning, and when that was. */
+  #localSkipped = 0;
+  #localWarnedAt = -Infinity;
 
   constructor(pool: Pool, logger: Logger, options: HealthCheckerOptions = { proxyHeader: null }) {
     this.#pool = pool;
@@ -101,11 +109,18 @@ export class HealthChecker {
         expect: health.expect,
         proxyHeader: this.#options.proxyHeader,
         signal: this.#abort.signal,
+        fds: this.#options.fds ?? processFds,
       });
     } finally {
       slot.inFlight = false;
     }
     if (this.#closed) return;
+    if (result.local !== undefined) {
+      // The balancer's own shortage says nothing of the server: no verdict, try again next interval.
+      this.#localSkip(server, result);
+      this.#schedule(server, slot, jitter(health.intervalMs));
+      return;
+    }
     server.checkDurationMs = result.latencyMs;
     this.#record(server, { ok: result.ok, reason: result.reason, latencyMs: result.latencyMs, at: Date.now(), source: 'active' });
     // Failing but not yet down: look again soon, so `fall` is reached quickly.
@@ -120,6 +135,18 @@ export class HealthChecker {
     const fields = { pool: this.#pool.name, server: server.name, address: server.address.text, check: check.source };
     if (flip === 'down') this.#logger.warn({ ...fields, reason: check.reason }, 'server down');
     else this.#logger.info({ ...fields, latency_ms: check.latencyMs }, 'server up');
+  }
+
+  #localSkip(server: Server, result: ProbeResult): void {
+    this.#localSkipped++;
+    const now = performance.now();
+    if (now - this.#localWarnedAt < LOCAL_ERROR_WARN_EVERY_MS) return;
+    this.#localWarnedAt = now;
+    this.#logger.warn(
+      { pool: this.#pool.name, server: server.name, code: result.local, reason: result.reason, skipped: this.#localSkipped },
+      'health probes skipped: out of local resources (the servers are not blamed)',
+    );
+    this.#localSkipped = 0;
   }
 
   #fastIntervalMs(): number {

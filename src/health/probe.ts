@@ -7,6 +7,8 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { formatDuration } from '../config/duration.js';
+import { localResourceCode } from '../errors.js';
+import type { FdBudget } from '../net/fd-budget.js';
 
 export interface ProbeTarget {
   readonly host: string;
@@ -26,6 +28,8 @@ export interface ProbeOptions {
   readonly proxyHeader: ((socket: net.Socket) => Buffer) | null;
   /** Abandons the probe (its owner is closing). */
   readonly signal?: AbortSignal;
+  /** The process's descriptors: no probe is started when only the reserve is left. */
+  readonly fds?: FdBudget;
 }
 
 export interface ProbeResult {
@@ -33,12 +37,21 @@ export interface ProbeResult {
   /** Why it failed; empty when ok. */
   readonly reason: string;
   readonly latencyMs: number;
+  /**
+   * Set when the probe could not run for want of a local resource (EMFILE,
+   * EADDRNOTAVAIL...): the errno code. Says nothing about the server.
+   */
+  readonly local?: string;
 }
 
 /** Longest reply prefix shown in a mismatch reason. */
 const SHOWN_REPLY_BYTES = 32;
 
 export function probe(target: ProbeTarget, options: ProbeOptions): Promise<ProbeResult> {
+  const fds = options.fds;
+  if (fds !== undefined && !fds.take('connect')) {
+    return Promise.resolve({ ok: false, reason: 'descriptor reserve reached: EMFILE', latencyMs: 0, local: 'EMFILE' });
+  }
   return new Promise((resolve) => {
     const started = performance.now();
     let settled = false;
@@ -46,7 +59,7 @@ export function probe(target: ProbeTarget, options: ProbeOptions): Promise<Probe
     let received: Buffer = Buffer.alloc(0);
     const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
 
-    const finish = (ok: boolean, reason: string): void => {
+    const finish = (ok: boolean, reason: string, local?: string): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -54,14 +67,18 @@ export function probe(target: ProbeTarget, options: ProbeOptions): Promise<Probe
       socket.removeAllListeners('data');
       // A probe leaves nothing half-open on the backend.
       socket.destroy();
-      resolve({ ok, reason, latencyMs: Math.round((performance.now() - started) * 10) / 10 });
+      fds?.give();
+      const latencyMs = Math.round((performance.now() - started) * 10) / 10;
+      resolve(local === undefined ? { ok, reason, latencyMs } : { ok, reason, latencyMs, local });
     };
     const onAbort = (): void => finish(false, 'aborted');
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const timer = setTimeout(() => finish(false, `timeout after ${formatDuration(options.timeoutMs)}`), options.timeoutMs);
 
     socket.on('error', (err: NodeJS.ErrnoException) => {
-      finish(false, `${connected ? 'read' : 'connect'} ${err.code ?? err.message}`);
+      const local = connected ? undefined : localResourceCode(err);
+      if (local === 'EMFILE' || local === 'ENFILE') fds?.exhausted();
+      finish(false, `${connected ? 'read' : 'connect'} ${err.code ?? err.message}`, local);
     });
     socket.on('close', () => {
       if (options.expect !== null) finish(false, describeMismatch('connection closed', received));

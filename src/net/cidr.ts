@@ -121,3 +121,120 @@ function v6ToWords(text: string): Uint32Array {
   for (let i = 0; i < 4; i++) words[i] = ((groups[2 * i]! << 16) | groups[2 * i + 1]!) >>> 0;
   return words;
 }
+
+/** Scratch for {@link ipv6NetworkKey}: one parse at a time, nothing allocated per call. */
+const GROUPS = new Uint16Array(8);
+
+/**
+ * A map key for the IPv6 network of length `prefix` (0..128) that `ip`
+ * belongs to: every spelling of every address in that network gives the
+ * same key, other networks (of the same prefix length) other keys. An
+ * IPv4-mapped address gives its IPv4 text. Returns undefined when `ip` is
+ * not IPv6 text.
+ *
+ * The key is not for display: ':' and then one UTF-16 code unit per 16-bit
+ * group of the network part (the last one masked), at most 9 characters. So
+ * it never equals an IPv4 text, and it is a short flat string that a Map
+ * hashes at once (hex text with separators measured ~3 times slower per
+ * lookup: V8 builds it as a rope and flattens it to hash it). One pass over
+ * the text into a shared scratch array: this runs on the accept path for
+ * every IPv6 client of a listener with per-source limits.
+ */
+export function ipv6NetworkKey(ip: string, prefix: number): string | undefined {
+  if (!parseIpv6Groups(ip, GROUPS)) return undefined;
+  const g = GROUPS;
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    return `${g[6]! >>> 8}.${g[6]! & 255}.${g[7]! >>> 8}.${g[7]! & 255}`;
+  }
+  const whole = prefix >>> 4;
+  const rest = prefix & 15;
+  let key = ':';
+  for (let i = 0; i < whole; i++) key += String.fromCharCode(g[i]!);
+  if (rest > 0) key += String.fromCharCode(g[whole]! & (0xffff << (16 - rest)) & 0xffff);
+  return key;
+}
+
+/** IPv6 text (with `::`, an IPv4 tail, a zone id) into 8 groups; false if it is not IPv6 text. */
+function parseIpv6Groups(text: string, out: Uint16Array): boolean {
+  let end = text.indexOf('%');
+  if (end < 0) end = text.length;
+  let n = 0;
+  let gap = -1;
+  let i = 0;
+  if (end >= 2 && text.charCodeAt(0) === 58 && text.charCodeAt(1) === 58) {
+    gap = 0;
+    i = 2;
+  }
+  while (i < end) {
+    const start = i;
+    let v = 0;
+    while (i < end) {
+      const h = hexValue(text.charCodeAt(i));
+      if (h < 0) break;
+      v = v * 16 + h;
+      i++;
+    }
+    if (i < end && text.charCodeAt(i) === 46) {
+      // An IPv4 tail ("::ffff:10.1.2.3"): the last two groups.
+      if (n > 6) return false;
+      const v4 = dottedQuad(text, start, end);
+      if (v4 < 0) return false;
+      out[n++] = v4 >>> 16;
+      out[n++] = v4 & 0xffff;
+      i = end;
+      break;
+    }
+    const digits = i - start;
+    if (digits === 0 || digits > 4 || n >= 8) return false;
+    out[n++] = v;
+    if (i === end) break;
+    if (text.charCodeAt(i) !== 58) return false;
+    i++;
+    if (i < end && text.charCodeAt(i) === 58) {
+      if (gap >= 0) return false;
+      gap = n;
+      i++;
+    } else if (i === end) {
+      return false;
+    }
+  }
+  if (gap < 0) return n === 8;
+  if (n > 7) return false;
+  // Move the groups after "::" to the end and zero the gap.
+  const tail = n - gap;
+  for (let k = 0; k < tail; k++) out[7 - k] = out[n - 1 - k]!;
+  for (let k = gap; k < 8 - tail; k++) out[k] = 0;
+  return true;
+}
+
+function hexValue(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return -1;
+}
+
+/** `a.b.c.d` between `start` and `end` as one unsigned 32-bit number; -1 if malformed. */
+function dottedQuad(text: string, start: number, end: number): number {
+  let value = 0;
+  let parts = 0;
+  let i = start;
+  while (parts < 4) {
+    let octet = 0;
+    const from = i;
+    while (i < end) {
+      const c = text.charCodeAt(i);
+      if (c < 48 || c > 57) break;
+      octet = octet * 10 + (c - 48);
+      i++;
+    }
+    if (i === from || i - from > 3 || octet > 255) return -1;
+    value = value * 256 + octet;
+    parts++;
+    if (parts < 4) {
+      if (i >= end || text.charCodeAt(i) !== 46) return -1;
+      i++;
+    }
+  }
+  return i === end ? value : -1;
+}

@@ -1,16 +1,34 @@
 /**
- * Per-client-IP limits: concurrent connections and a connect rate (token
- * bucket). The table is bounded: idle entries expire, and at the cap the
- * least recently seen entry is evicted (a Map keeps insertion order, and an
- * entry is re-inserted when touched), so a flood from many addresses cannot
- * grow memory without bound.
+ * Per-client limits: concurrent connections and a connect rate (token
+ * bucket, burst = one second's worth). A client is an IPv4 address, or an
+ * IPv6 network of `ipv6Prefix` bits (a /64 by default, as HAProxy users
+ * write `ipmask(32,64)`): one IPv6 host usually holds a whole /64, so
+ * counting per address would give it 2^64 budgets.
+ *
+ * The table is bounded, and an entry is forgotten only when it holds
+ * nothing: no open connection and a full bucket (the state a new entry
+ * would start with). Forgetting anything else would let a client erase its
+ * own count by making the table churn (open connections from many other
+ * addresses until its entry is pushed out, then connect again with a fresh
+ * budget). So a full table with nothing to forget refuses new clients
+ * (`rejected_limit`) instead. A bucket refills within a second, so an entry
+ * with no open connection holds something for at most a second: the table
+ * fills for good only with clients that keep connections open, and its cap
+ * is at least the listener's `max_connections`.
+ *
+ * admit() and release() are O(1): a Map of entries, and a second Map of the
+ * entries without open connections whose bucket is still refilling, in the
+ * order they became so (the oldest is the first to be full again).
  */
+import { ipv6NetworkKey } from '../net/cidr.js';
 
 export interface PerSourceLimits {
-  /** Concurrent connections per client IP; 0 = unlimited. */
+  /** Concurrent connections per client; 0 = unlimited. */
   readonly maxConnections: number;
-  /** New connections per second per client IP (burst = one second's worth); 0 = unlimited. */
+  /** New connections per second per client (burst = one second's worth); 0 = unlimited. */
   readonly connectRate: number;
+  /** IPv6 clients are counted per network of this many bits (1..128); default {@link DEFAULT_IPV6_PREFIX}. */
+  readonly ipv6Prefix?: number;
 }
 
 interface Entry {
@@ -20,84 +38,122 @@ interface Entry {
   at: number;
 }
 
-/** Default cap on tracked addresses: ~100 bytes each, so about 10 MB at most. */
+/** Default cap on tracked clients: ~150 bytes each, so about 15 MB at most. */
 export const DEFAULT_MAX_SOURCES = 100_000;
 
+/** IPv6 clients are grouped per /64 unless configured: the smallest network a site or a SLAAC host gets. */
+export const DEFAULT_IPV6_PREFIX = 64;
+
+/** At most this many refilling entries are looked at to find one to forget: admit() stays O(1). */
+const EVICT_SCAN = 16;
+
 export class PerSourceTable {
-  readonly #limits: PerSourceLimits;
+  readonly #maxConnections: number;
+  readonly #rate: number;
+  readonly #prefix: number;
   readonly #maxSources: number;
   readonly #entries = new Map<string, Entry>();
+  /** Entries with no open connection whose bucket is not full yet, oldest first. */
+  readonly #refilling = new Map<string, Entry>();
   readonly #now: () => number;
 
   constructor(limits: PerSourceLimits, options: { maxSources?: number; now?: () => number } = {}) {
-    this.#limits = limits;
+    this.#maxConnections = limits.maxConnections;
+    this.#rate = limits.connectRate;
+    this.#prefix = limits.ipv6Prefix ?? DEFAULT_IPV6_PREFIX;
+    if (!Number.isInteger(this.#prefix) || this.#prefix < 0 || this.#prefix > 128) throw new RangeError(`ipv6Prefix must be 0..128, got ${this.#prefix}`);
     this.#maxSources = options.maxSources ?? DEFAULT_MAX_SOURCES;
     this.#now = options.now ?? (() => performance.now());
   }
 
-  /** Addresses tracked now. */
+  /** Clients tracked now. */
   get size(): number {
     return this.#entries.size;
   }
 
+  /** The cap on tracked clients. */
+  get maxSources(): number {
+    return this.#maxSources;
+  }
+
+  /** The key `ip` is counted under: the IPv4 address, or its IPv6 network. */
+  keyOf(ip: string): string {
+    if (!ip.includes(':')) return ip;
+    return ipv6NetworkKey(ip, this.#prefix) ?? ip;
+  }
+
   /**
    * A new connection from `ip`: true if allowed (then `release(ip)` must be
-   * called once when it closes), false if over a limit.
+   * called once when it closes), false if over a limit or if the table is
+   * full of clients it may not forget.
    */
   admit(ip: string): boolean {
+    const key = this.keyOf(ip);
     const now = this.#now();
-    let e = this.#entries.get(ip);
+    let e = this.#entries.get(key);
     if (e === undefined) {
-      this.#evictIfFull();
-      e = { active: 0, tokens: this.#limits.connectRate, at: now };
+      if (this.#entries.size >= this.#maxSources && !this.#forgetOne(now)) return false;
+      // A new entry starts full: it is always admitted (limits are at least 1).
+      e = { active: 0, tokens: this.#rate, at: now };
+      this.#entries.set(key, e);
     } else {
-      // Re-insert: the Map's order is then least recently seen first.
-      this.#entries.delete(ip);
+      if (this.#rate > 0) {
+        this.#refill(e, now);
+        if (e.tokens < 1) return false;
+      }
+      if (this.#maxConnections > 0 && e.active >= this.#maxConnections) return false;
     }
-    this.#entries.set(ip, e);
-    const { maxConnections, connectRate } = this.#limits;
-    if (connectRate > 0) {
-      e.tokens = Math.min(connectRate, e.tokens + ((now - e.at) / 1000) * connectRate);
-      e.at = now;
-      if (e.tokens < 1) return false;
-    }
-    if (maxConnections > 0 && e.active >= maxConnections) return false;
-    if (connectRate > 0) e.tokens -= 1;
-    e.active++;
+    if (this.#rate > 0) e.tokens -= 1;
+    if (e.active++ === 0) this.#refilling.delete(key);
     return true;
   }
 
   /** A connection admitted for `ip` closed. */
   release(ip: string): void {
-    const e = this.#entries.get(ip);
-    if (e !== undefined && e.active > 0) e.active--;
+    const key = this.keyOf(ip);
+    const e = this.#entries.get(key);
+    if (e === undefined || e.active === 0) return;
+    if (--e.active > 0) return;
+    if (this.#rate > 0) this.#refill(e, this.#now());
+    if (this.#holdsNothing(e)) this.#entries.delete(key);
+    else this.#refilling.set(key, e);
   }
 
-  /** Drop entries with no open connection whose bucket is full again (nothing left to remember). */
+  /** Forget every entry that holds nothing any more (a timer calls this; O(refilling entries)). */
   sweep(): void {
     const now = this.#now();
-    const rate = this.#limits.connectRate;
-    for (const [ip, e] of this.#entries) {
-      if (e.active > 0) continue;
-      const full = rate <= 0 || e.tokens + ((now - e.at) / 1000) * rate >= rate;
-      if (full) this.#entries.delete(ip);
+    for (const [key, e] of this.#refilling) {
+      if (this.#rate > 0) this.#refill(e, now);
+      if (this.#holdsNothing(e)) this.#forget(key);
     }
   }
 
-  #evictIfFull(): void {
-    if (this.#entries.size < this.#maxSources) return;
-    // Prefer the oldest entry without open connections; its memory is all history.
+  #refill(e: Entry, now: number): void {
+    e.tokens = Math.min(this.#rate, e.tokens + ((now - e.at) / 1000) * this.#rate);
+    e.at = now;
+  }
+
+  /** No open connection and a full bucket: exactly what a new entry would start with. */
+  #holdsNothing(e: Entry): boolean {
+    return e.active === 0 && (this.#rate <= 0 || e.tokens >= this.#rate);
+  }
+
+  #forget(key: string): void {
+    this.#entries.delete(key);
+    this.#refilling.delete(key);
+  }
+
+  /** Make room by forgetting one entry that holds nothing; false if none of the oldest does. */
+  #forgetOne(now: number): boolean {
     let scanned = 0;
-    for (const [ip, e] of this.#entries) {
-      if (e.active === 0) {
-        this.#entries.delete(ip);
-        return;
+    for (const [key, e] of this.#refilling) {
+      this.#refill(e, now);
+      if (this.#holdsNothing(e)) {
+        this.#forget(key);
+        return true;
       }
-      if (++scanned >= 64) break;
+      if (++scanned >= EVICT_SCAN) break;
     }
-    // Everything scanned holds connections: evict the oldest anyway (its
-    // counts are forgotten; release() on it then does nothing).
-    const oldest = this.#entries.keys().next();
-    if (!oldest.done) this.#entries.delete(oldest.value);
+    return false;
   }
 }

@@ -17,16 +17,21 @@ export interface AccessRecord {
   /** Bytes sent to the client. */
   bytes_out: number;
   termination: Termination;
+  /** Before the splice: why, in words (the TLS alert, the PROXY header problem, `per_source`, `connect: EMFILE`...). */
+  reason?: string;
   /** TLS terminated here: the negotiated ALPN protocol (null: none). */
   alpn?: string | null;
   /** TLS terminated here with a client certificate: its subject CN. */
   client_cn?: string;
 }
 
-/** Rejections go out at debug: a flood of them must not flood the log. */
-export function logAccess(logger: Logger, rejected: boolean, record: AccessRecord): void {
-  if (rejected) logger.debug(record, 'connection');
-  else logger.info(record, 'connection');
+/**
+ * One line per finished connection, rejections included, all at the same
+ * level; the caller bounds the rate of lines for connections that never
+ * reached a server (see LineLimiter).
+ */
+export function logAccess(logger: Logger, record: AccessRecord): void {
+  logger.info(record, 'connection');
 }
 
 /** `1.2.3.4:5` or `[::1]:5`. */

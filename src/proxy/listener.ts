@@ -11,12 +11,18 @@ import type { Pool } from '../pool.js';
 import { Session, type SessionContext } from './session.js';
 import { CidrList } from '../net/cidr.js';
 import { ListenerStats } from './stats.js';
-import { PerSourceTable } from '../protect/per-source.js';
+import { DEFAULT_MAX_SOURCES, PerSourceTable } from '../protect/per-source.js';
 import { ConfigError } from '../errors.js';
 import { SniRouter } from '../tls/sni-routes.js';
-import { TlsTerminator } from '../tls/terminator.js';
+import { TlsTerminator, certStoreOptions } from '../tls/terminator.js';
+import { TicketKeys } from '../tls/ticket-keys.js';
 import { loadCertificates, type CertLoadResult } from '../tls/cert-store.js';
 import { listenFds } from '../runtime/systemd.js';
+import { LineLimiter } from './line-limiter.js';
+import { processFds, type FdBudget } from '../net/fd-budget.js';
+
+/** A local resource shortage is worth a warning, but one per this interval per listener (with a count). */
+const LOCAL_ERROR_WARN_EVERY_MS = 10_000;
 
 /**
  * How often open connections are checked for idleness: a quarter of the idle
@@ -25,6 +31,11 @@ import { listenFds } from '../runtime/systemd.js';
  */
 function idleSweepMs(idleMs: number): number {
   return Math.min(1_000, Math.max(50, Math.floor(idleMs / 4)));
+}
+
+/** Whether `model` terminates TLS with session tickets on. */
+function usesTickets(model: ListenerModel): boolean {
+  return model.tls !== null && model.tls.mode === 'terminate' && model.tls.sessionTickets;
 }
 
 /** How often idle per-source entries are forgotten. */
@@ -42,14 +53,23 @@ export class Listener {
   /** What new sessions get; a reload swaps it, sessions keep the one they started with. */
   #ctx: MutableContext;
   readonly stats = new ListenerStats();
+  /** Lines of connections that never reached a server, bounded per listener (kept across reloads). */
+  readonly #limiter = new LineLimiter();
+  readonly #fds: FdBudget;
+  /** Local errors since the last warning, and when that was. */
+  #localErrorsUnreported = 0;
+  #localErrorWarnedAt = -Infinity;
   #closing = false;
+  /** Session-ticket keys, created with the first terminator that issues tickets; see `ticketKeys`. */
+  #ticketKeys: TicketKeys | null = null;
   #sweepTimer: NodeJS.Timeout | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
 
   /**
    * @param pools every pool by name: the listener's own and those its routes name.
    */
-  constructor(model: ListenerModel, pools: ReadonlyMap<string, Pool>, logger: Logger, accessLog: boolean) {
+  constructor(model: ListenerModel, pools: ReadonlyMap<string, Pool>, logger: Logger, accessLog: boolean, fds: FdBudget = processFds) {
+    this.#fds = fds;
     this.#model = model;
     this.#logger = logger.child({ listener: model.name });
     this.#rootLogger = logger;
@@ -77,10 +97,15 @@ export class Listener {
 
   /** Everything a session needs, built from one model; `previous` lends its per-source table if the limits are unchanged. */
   #buildContext(model: ListenerModel, pools: ReadonlyMap<string, Pool>, previous: MutableContext | null): MutableContext {
+    // Entries with open connections are never forgotten, so the table holds at least as many clients as the listener connections.
+    const maxSources = Math.max(DEFAULT_MAX_SOURCES, model.maxConnections);
     const samePerSource =
       previous !== null &&
+      previous.perSource !== null &&
       previous.listener.perSource.maxConnections === model.perSource.maxConnections &&
-      previous.listener.perSource.connectRate === model.perSource.connectRate;
+      previous.listener.perSource.connectRate === model.perSource.connectRate &&
+      previous.listener.perSource.ipv6Prefix === model.perSource.ipv6Prefix &&
+      previous.perSource.maxSources === maxSources;
     return {
       listener: model,
       pool: pools.get(model.pool)!,
@@ -95,9 +120,13 @@ export class Listener {
       perSource: samePerSource
         ? previous.perSource
         : model.perSource.maxConnections > 0 || model.perSource.connectRate > 0
-          ? new PerSourceTable(model.perSource)
+          ? new PerSourceTable(model.perSource, { maxSources })
           : null,
-      trustedProxies: model.acceptProxy && model.trustedProxies.length > 0 ? new CidrList(model.trustedProxies) : null,
+      // Never null with accept_proxy (null means "anyone" to the session): an empty list, which the loader refuses, would trust no one.
+      trustedProxies: model.acceptProxy ? new CidrList(model.trustedProxies) : null,
+      limiter: this.#limiter,
+      fds: this.#fds,
+      onLocalError: this.#onLocalError,
       onClosed: (session) => this.#sessions.delete(session),
     };
   }
@@ -126,9 +155,10 @@ export class Listener {
     if (model.tls !== null && model.tls.mode === 'terminate') {
       const result = await this.#loadCertificates(model);
       if (!result.ok) throw this.#certProblems(result);
-      ctx.terminator = new TlsTerminator(model.tls, result.store, model.timeouts.handshakeMs);
+      ctx.terminator = new TlsTerminator(model.tls, result.store, model.timeouts.handshakeMs, this.#ticketKeysFor(model));
     }
     return () => {
+      if (!usesTickets(model)) this.#dropTicketKeys();
       this.#model = model;
       this.#accessLog = ctx.accessLog;
       this.#ctx = ctx;
@@ -156,7 +186,30 @@ export class Listener {
     if (tlsModel === null || tlsModel.mode !== 'terminate') return;
     const result = await this.#loadCertificates(this.model);
     if (!result.ok) throw this.#certProblems(result);
-    this.#ctx.terminator = new TlsTerminator(tlsModel, result.store, this.model.timeouts.handshakeMs);
+    this.#ctx.terminator = new TlsTerminator(tlsModel, result.store, this.model.timeouts.handshakeMs, this.#ticketKeysFor(this.model));
+  }
+
+  /**
+   * This listener's session-ticket keys (null: it issues no tickets). One
+   * holder for the listener's life, so tickets survive reloads; never shared
+   * with another listener, whose ticket must not resume here.
+   */
+  get ticketKeys(): TicketKeys | null {
+    return this.#ticketKeys;
+  }
+
+  #ticketKeysFor(model: ListenerModel): TicketKeys | null {
+    if (!usesTickets(model)) return null;
+    if (this.#ticketKeys === null) {
+      this.#ticketKeys = new TicketKeys();
+      this.#ticketKeys.start();
+    }
+    return this.#ticketKeys;
+  }
+
+  #dropTicketKeys(): void {
+    this.#ticketKeys?.close();
+    this.#ticketKeys = null;
   }
 
   /**
@@ -176,10 +229,7 @@ export class Listener {
 
   async #loadCertificates(model: ListenerModel): Promise<CertLoadResult> {
     const t = model.tls!;
-    const result = await loadCertificates(t.certs, {
-      ...(t.clientCa !== null ? { clientCa: t.clientCa } : {}),
-      context: { minVersion: t.minVersion, ...(t.ciphers !== null ? { ciphers: t.ciphers } : {}) },
-    });
+    const result = await loadCertificates(t.certs, certStoreOptions(t));
     for (const w of result.warnings) this.#logger.warn({ warning: w }, 'certificate warning');
     return result;
   }
@@ -234,6 +284,28 @@ export class Listener {
   #checkIdle = (): void => {
     const now = performance.now();
     for (const session of this.#sessions) session.checkIdle(now);
+    this.stats.forgetRetired();
+  };
+
+  /**
+   * The balancer ran short (EMFILE, EADDRNOTAVAIL...): say so at warn, at
+   * most once per interval, with how many connections it cost since.
+   */
+  #onLocalError = (code: string): void => {
+    this.#localErrorsUnreported++;
+    const now = performance.now();
+    if (now - this.#localErrorWarnedAt < LOCAL_ERROR_WARN_EVERY_MS) return;
+    this.#localErrorWarnedAt = now;
+    this.#logger.warn(
+      {
+        code,
+        connections: this.#localErrorsUnreported,
+        fd_limit: Number.isFinite(this.#fds.limit) ? this.#fds.limit : null,
+        fds_held: this.#fds.held,
+      },
+      'out of local resources: connections refused (raise LimitNOFILE / ulimit -n, or the ephemeral port range)',
+    );
+    this.#localErrorsUnreported = 0;
   };
 
   /** End every open session now (drain time is over). */
@@ -246,6 +318,8 @@ export class Listener {
     await this.close();
     clearInterval(this.#idleTimer);
     this.#idleTimer = undefined;
+    this.#limiter.close();
+    this.#dropTicketKeys();
   }
 
   #onConnection = (socket: net.Socket): void => {
@@ -254,17 +328,13 @@ export class Listener {
       return;
     }
     this.stats.accepted++;
-    const max = this.model.maxConnections;
-    if (max > 0 && this.#sessions.size >= max) {
-      // Over the listener's limit: close at once, nothing read, nothing connected.
-      socket.destroy();
-      this.stats.reject('limit');
-      this.stats.terminated('rejected_limit');
-      this.#logger.debug({ client: socket.remoteAddress, termination: 'rejected_limit' }, 'connection');
-      return;
-    }
     const session = new Session(socket, this.#ctx);
+    const max = this.model.maxConnections;
+    const full = max > 0 && this.#sessions.size >= max;
     this.#sessions.add(session);
-    session.start();
+    // Over a limit: close at once, nothing read, nothing connected; logged like any connection.
+    if (full) return session.refuse('rejected_limit', 'max_connections');
+    if (!this.#fds.take('accept')) return session.refuse('local_error', 'descriptor reserve reached', 'EMFILE');
+    session.start(true);
   };
 }

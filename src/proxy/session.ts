@@ -34,10 +34,14 @@ import {
 } from '../proxy-protocol.js';
 import { ClientHelloError, ClientHelloReader } from '../tls/client-hello.js';
 import type { SniRouter } from '../tls/sni-routes.js';
+import { backendConnectOptions } from '../tls/backend.js';
 import { tlsDetails, type HandshakeOwner, type TlsDetails, type TlsTerminator } from '../tls/terminator.js';
 import { formatEndpoint, logAccess, normaliseIp } from './access-log.js';
 import type { ListenerStats, ServerCounters } from './stats.js';
 import type { Termination } from './termination.js';
+import type { LineLimiter } from './line-limiter.js';
+import type { FdBudget } from '../net/fd-budget.js';
+import { localResourceCode } from '../errors.js';
 
 /** TCP keep-alive probes start after this much silence (dead peers behind NAT are found eventually). */
 const KEEPALIVE_DELAY_MS = 60_000;
@@ -65,6 +69,12 @@ export interface SessionContext {
   readonly router: SniRouter<Pool> | null;
   /** TLS options per pool that re-encrypts to its servers. */
   readonly backendTls: (pool: Pool) => tls.ConnectionOptions | null;
+  /** Bounds the lines of connections that never reached a server (the listener's; kept across reloads). */
+  readonly limiter: LineLimiter;
+  /** The process's file descriptors: a connect that would eat into the reserve is refused as local_error. */
+  readonly fds: FdBudget;
+  /** The balancer ran short of something (EMFILE...): counted and reported at a bounded rate by the listener. */
+  readonly onLocalError: (code: string) => void;
   /** Called once, after teardown. */
   readonly onClosed: (session: Session) => void;
 }
@@ -128,6 +138,10 @@ export class Session implements ServerConnection, HandshakeOwner {
   #lastMoved = 0;
   /** The address a per-source slot was taken for, to give it back at close. */
   #admittedIp: string | undefined;
+  /** Why a connection ended before the splice, in words, for its access line (e.g. the TLS alert). */
+  #reason: string | undefined;
+  /** File descriptors taken from the budget: the client's (taken at accept) and a backend's. */
+  #fds = 0;
 
   constructor(client: net.Socket, ctx: SessionContext) {
     this.#ctx = ctx;
@@ -143,7 +157,12 @@ export class Session implements ServerConnection, HandshakeOwner {
     return this.#clientIp;
   }
 
-  start(): void {
+  /**
+   * Serve the connection. `fdTaken`: the listener took the client's
+   * descriptor from the budget (given back at close).
+   */
+  start(fdTaken: boolean): void {
+    if (fdTaken) this.#fds = 1;
     const client = this.#client;
     client.on('error', this.#onClientError);
     client.on('end', this.#onClientEnd);
@@ -164,14 +183,29 @@ export class Session implements ServerConnection, HandshakeOwner {
       const trusted = this.#ctx.trustedProxies;
       if (trusted !== null && !trusted.has(client.remoteAddress)) {
         // Not an upstream we trust: close before reading a single byte.
-        this.#ctx.logger.debug({ client: this.#clientText(), reason: 'untrusted' }, 'PROXY header refused');
-        this.#end('proxy_header_error');
+        this.#fail('proxy_header_error', 'untrusted proxy');
         return;
       }
       this.#readProxyHeader();
       return;
     }
     if (this.#admit()) this.#afterAdmit();
+  }
+
+  /**
+   * Close at once, before anything is read: the listener refused the
+   * connection (max_connections, no descriptor left). Logged like every
+   * other finished connection.
+   */
+  refuse(termination: 'rejected_limit', reason: string): void;
+  /** `local_error`: the balancer ran short (`code`, e.g. EMFILE); counted as a local error. */
+  refuse(termination: 'local_error', reason: string, code: string): void;
+  refuse(termination: 'rejected_limit' | 'local_error', reason: string, code?: string): void {
+    this.#client.on('error', noop);
+    this.#client.on('close', this.#onClientClose);
+    if (this.#client.destroyed) this.#clientClosed = true;
+    if (code !== undefined) this.#localError(code, reason);
+    else this.#fail(termination, reason);
   }
 
   /** Close both sides now (drain timeout reached). */
@@ -215,9 +249,7 @@ export class Session implements ServerConnection, HandshakeOwner {
     try {
       result = this.#headerParser!.push(chunk);
     } catch (err) {
-      const reason = err instanceof ProxyHeaderError ? err.reason : 'internal';
-      this.#ctx.logger.debug({ client: this.#clientText(), reason }, 'PROXY header refused');
-      this.#end('proxy_header_error');
+      this.#fail('proxy_header_error', err instanceof ProxyHeaderError ? err.reason : 'internal');
       return;
     }
     if (result.state === 'need_more') return;
@@ -254,15 +286,17 @@ export class Session implements ServerConnection, HandshakeOwner {
   #admit(): boolean {
     const ctx = this.#ctx;
     const ip = this.#clientIp;
-    if ((ctx.deny !== null && ctx.deny.has(ip)) || (ctx.allow !== null && !ctx.allow.has(ip))) {
-      ctx.stats.reject('acl');
-      this.#end('rejected_acl');
+    if (ctx.deny !== null && ctx.deny.has(ip)) {
+      this.#fail('rejected_acl', 'deny');
+      return false;
+    }
+    if (ctx.allow !== null && !ctx.allow.has(ip)) {
+      this.#fail('rejected_acl', 'not in allow');
       return false;
     }
     if (ctx.perSource !== null) {
       if (!ctx.perSource.admit(ip)) {
-        ctx.stats.reject('limit');
-        this.#end('rejected_limit');
+        this.#fail('rejected_limit', 'per_source');
         return false;
       }
       this.#admittedIp = ip;
@@ -359,22 +393,33 @@ export class Session implements ServerConnection, HandshakeOwner {
     }
   }
 
-  /** A failed handshake: counted, logged once at info with the reason. */
+  /** A failed handshake: counted, and its reason goes into the connection's access line. */
   #tlsFailed(reason: string): void {
     this.#ctx.stats.tlsHandshakeFailures++;
-    this.#ctx.logger.info({ client: this.#clientText(), reason }, 'TLS handshake failed');
-    this.#end('tls_error');
+    this.#fail('tls_error', reason);
+  }
+
+  /** End before the splice with a reason in words (the access line's `reason`); the first reason wins. */
+  #fail(termination: Termination, reason: string): void {
+    if (this.#termination === undefined) this.#reason = reason;
+    this.#end(termination);
+  }
+
+  /**
+   * The balancer ran short (EMFILE, EADDRNOTAVAIL...): the client gets
+   * local_error and no server is blamed, since no server was at fault.
+   */
+  #localError(code: string, what: string): void {
+    this.#ctx.stats.localError(code);
+    this.#ctx.onLocalError(code);
+    this.#fail('local_error', `${what}: ${code}`);
   }
 
   #onHandshakeTimeout = (): void => {
     this.#handshakeTimer = undefined;
     const reason = `timeout after ${formatDuration(this.#ctx.listener.timeouts.handshakeMs)}`;
-    if (this.#handshakeFailure === 'tls_error') {
-      this.#tlsFailed(reason);
-    } else {
-      this.#ctx.logger.debug({ client: this.#clientText(), reason }, 'PROXY header refused');
-      this.#end('proxy_header_error');
-    }
+    if (this.#handshakeFailure === 'tls_error') this.#tlsFailed(reason);
+    else this.#fail('proxy_header_error', reason);
   };
 
   // ---- route, pick, connect -------------------------------------------------
@@ -395,6 +440,12 @@ export class Session implements ServerConnection, HandshakeOwner {
       this.#end(this.#attempts === 0 ? 'no_server' : 'connect_failed');
       return;
     }
+    // Room for the backend's descriptor, or the connect would fail with EMFILE anyway.
+    if (!this.#ctx.fds.take('connect')) {
+      this.#localError('EMFILE', 'descriptor reserve reached');
+      return;
+    }
+    this.#fds++;
     this.#attempts++;
     this.#server = server;
     server.active++;
@@ -419,8 +470,8 @@ export class Session implements ServerConnection, HandshakeOwner {
     backend.on('close', this.#onBackendClose);
   }
 
-  /** A connect attempt failed: count it, forget that socket, try another server or give up. */
-  #connectFailed(reason: string): void {
+  /** Forget a backend socket whose connect failed (its descriptor goes back to the budget). */
+  #dropBackend(): Server {
     const backend = this.#backend!;
     const server = this.#server!;
     clearTimeout(this.#connectTimer);
@@ -428,10 +479,18 @@ export class Session implements ServerConnection, HandshakeOwner {
     backend.removeAllListeners();
     backend.on('error', noop);
     backend.destroy();
+    this.#ctx.fds.give();
+    this.#fds--;
     this.#backend = undefined;
     this.#backendClosed = true;
     server.active--;
     this.#server = undefined;
+    return server;
+  }
+
+  /** A connect attempt failed: count it, forget that socket, try another server or give up. */
+  #connectFailed(reason: string): void {
+    const server = this.#dropBackend();
     this.#pool.reportConnectFailure(server, reason);
     (this.#tried ??= new Set()).add(server);
     if (this.#clientClosed) {
@@ -470,7 +529,7 @@ export class Session implements ServerConnection, HandshakeOwner {
     raw.removeListener('end', this.#onBackendEnd);
     raw.removeListener('close', this.#onBackendClose);
     raw.on('error', noop);
-    const secure = tls.connect({ ...tlsOptions, socket: raw, host: this.#server!.address.host });
+    const secure = tls.connect(backendConnectOptions(tlsOptions, raw, this.#server!.address));
     this.#backend = secure;
     secure.once('secureConnect', this.#onBackendReady);
     this.#watchBackend(secure);
@@ -540,6 +599,14 @@ export class Session implements ServerConnection, HandshakeOwner {
 
   #onBackendError = (err: NodeJS.ErrnoException): void => {
     if (this.#phase === Phase.Connecting) {
+      const local = localResourceCode(err);
+      if (local !== undefined) {
+        // Our shortage, not the server's: no health report, no retry (it would fail alike).
+        if (local === 'EMFILE' || local === 'ENFILE') this.#ctx.fds.exhausted();
+        this.#dropBackend();
+        this.#localError(local, 'connect');
+        return;
+      }
       this.#connectFailed(err.code ? `connect ${err.code}` : `connect ${err.message}`);
       return;
     }
@@ -643,12 +710,14 @@ export class Session implements ServerConnection, HandshakeOwner {
       counters.bytesIn += bytesIn;
       counters.bytesOut += client.bytesWritten;
     }
+    ctx.fds.give(this.#fds);
+    this.#fds = 0;
     ctx.stats.terminated(termination);
     if (this.#admittedIp !== undefined) ctx.perSource!.release(this.#admittedIp);
-    if (termination === 'proxy_header_error') ctx.stats.reject('proxy_header');
-    if (ctx.accessLog !== null) {
+    // Every finished connection gets a line; those that never reached a server at a bounded rate.
+    if (ctx.accessLog !== null && (counters !== undefined || ctx.limiter.allow(ctx.accessLog, ctx.listener.name))) {
       const t = this.#tls;
-      logAccess(ctx.accessLog, termination === 'rejected_acl' || termination === 'rejected_limit', {
+      logAccess(ctx.accessLog, {
         listener: ctx.listener.name,
         client: this.#clientText(),
         sni: this.#sni,
@@ -659,6 +728,7 @@ export class Session implements ServerConnection, HandshakeOwner {
         bytes_in: bytesIn,
         bytes_out: client.bytesWritten,
         termination,
+        ...(this.#reason !== undefined ? { reason: this.#reason } : {}),
         ...(t !== null ? { alpn: t.alpn, ...(t.clientCn !== null ? { client_cn: t.clientCn } : {}) } : {}),
       });
     }

@@ -16,7 +16,18 @@ export interface ServerCounters {
   bytesOut: number;
 }
 
-export type RejectReason = 'acl' | 'limit' | 'proxy_header' | 'tls';
+/** Why a connection was closed before reaching a server (the `reason` label of l4lb_rejected_connections_total). */
+export type RejectReason = 'acl' | 'limit' | 'proxy_header' | 'tls' | 'no_server' | 'local';
+
+/** The reject reason a termination counts under, if it is a rejection. */
+export const REJECT_REASON_OF: Partial<Readonly<Record<Termination, RejectReason>>> = {
+  rejected_acl: 'acl',
+  rejected_limit: 'limit',
+  proxy_header_error: 'proxy_header',
+  tls_error: 'tls',
+  no_server: 'no_server',
+  local_error: 'local',
+};
 
 export class ListenerStats {
   readonly #servers = new Map<Server, ServerCounters>();
@@ -27,6 +38,8 @@ export class ListenerStats {
   tlsHandshakeFailures = 0;
   /** Every finished connection, by termination. */
   readonly terminations = new Map<Termination, number>();
+  /** The balancer's own shortages (EMFILE, EADDRNOTAVAIL...), by errno code. */
+  readonly localErrors = new Map<string, number>();
 
   for(server: Server): ServerCounters {
     let c = this.#servers.get(server);
@@ -41,11 +54,23 @@ export class ListenerStats {
     return this.#servers.entries();
   }
 
+  /** Forget servers a reload removed once none of their connections is open (the map would grow with every reload). */
+  forgetRetired(): void {
+    for (const [server, c] of this.#servers) if (server.retired && c.active === 0) this.#servers.delete(server);
+  }
+
   reject(reason: RejectReason): void {
     this.rejected.set(reason, (this.rejected.get(reason) ?? 0) + 1);
   }
 
+  localError(code: string): void {
+    this.localErrors.set(code, (this.localErrors.get(code) ?? 0) + 1);
+  }
+
+  /** Count a finished connection: its termination, and its rejection reason if it was one. */
   terminated(t: Termination): void {
     this.terminations.set(t, (this.terminations.get(t) ?? 0) + 1);
+    const reason = REJECT_REASON_OF[t];
+    if (reason !== undefined) this.reject(reason);
   }
 }

@@ -9,4 +9,5 @@ export type Termination =
   | 'rejected_limit'
   | 'tls_error'
   | 'proxy_header_error'
-  | 'shutdown';
+  | 'shutdown'
+  | 'local_error';

@@ -2,7 +2,8 @@
  * The running load balancer: pools and listeners built from one model.
  * Phases: created → running → draining → stopped. `start()` binds every
  * listener or none; `stop()` stops accepting at once, waits for open
- * connections up to the drain timeout, then closes what remains.
+ * connections up to the drain timeout, then closes what remains;
+ * `destroy()` (forced) closes everything at once, whatever the phase.
  */
 import type { ListenerModel, Model } from '../config/model.js';
 import type { Logger } from '../log.js';
@@ -49,6 +50,8 @@ export class App {
   readonly #logger: Logger;
   #phase: Phase = 'created';
   #stopping: Promise<void> | undefined;
+  /** Set by destroy(): everything is closed; a start or reload in flight closes what it opened. */
+  #destroying: Promise<void> | undefined;
   /** Reloads run one at a time. */
   #reloading: Promise<unknown> = Promise.resolve();
   #retiredTimer: NodeJS.Timeout | undefined;
@@ -114,10 +117,10 @@ export class App {
       this.admin?.start(),
     ]);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) {
+    if (failed || this.#destroying !== undefined) {
       await Promise.all([...this.#listeners.map((l) => l.destroy()), this.admin?.close()]);
       this.#phase = 'stopped';
-      throw failed.reason;
+      throw failed ? failed.reason : new Error('App destroyed during start()');
     }
     for (const c of this.#checkers) c.start();
     this.#phase = 'running';
@@ -141,7 +144,7 @@ export class App {
   }
 
   async #reload(next: Model): Promise<ReloadSummary> {
-    if (this.#phase !== 'running') throw new Error(`cannot reload while ${this.#phase}`);
+    if (this.#phase !== 'running' || this.#destroying !== undefined) throw new Error(`cannot reload while ${this.#destroying ? 'destroyed' : this.#phase}`);
     const pools = this.#buildPools(next, this.#pools);
     const kept = new Map<Listener, ListenerModel>();
     const added: Listener[] = [];
@@ -165,6 +168,8 @@ export class App {
         await l.prepare();
         await l.start();
       }
+      // A forced stop came while this reload bound: it must not leave a listener behind.
+      if (this.#destroying !== undefined) throw new Error('App destroyed during reload()');
     } catch (err) {
       await Promise.all(added.map((l) => l.destroy()));
       for (const p of pools.values()) p.close();
@@ -181,7 +186,11 @@ export class App {
       this.#retired.add(l);
     }
     for (const c of this.#checkers) c.close();
-    for (const p of this.#pools.values()) p.close();
+    for (const [name, p] of this.#pools) {
+      p.close();
+      // A pool the reload removed: its servers are gone too (counters forgotten once their connections close).
+      if (!pools.has(name)) p.retire();
+    }
     this.#pools = pools;
     this.#listeners = [...kept.keys(), ...added];
     this.#checkers = this.#buildCheckers(pools);
@@ -248,6 +257,32 @@ export class App {
     for (const c of this.#checkers) c.close();
     for (const p of this.pools.values()) p.close();
     // Last: /healthz answered "draining" all along.
+    await this.admin?.close();
+    this.#phase = 'stopped';
+  }
+
+  /**
+   * Forced stop: stop accepting and end every open session now (termination
+   * `shutdown`), on current listeners and on those a reload retired; stop
+   * health probes and pool timers; close the admin server. A graceful stop in
+   * progress then completes at once. Idempotent: every call returns the same
+   * promise.
+   */
+  destroy(): Promise<void> {
+    this.#destroying ??= this.#destroy();
+    return this.#destroying;
+  }
+
+  async #destroy(): Promise<void> {
+    clearInterval(this.#retiredTimer);
+    this.#retiredTimer = undefined;
+    const all = [...this.#listeners, ...this.#retired];
+    // Stop accepting first (close() unbinds synchronously), so no session starts after shutdown().
+    const closing = all.map((l) => l.close());
+    for (const l of all) l.shutdown();
+    await Promise.all([...closing, ...all.map((l) => l.destroy())]);
+    for (const c of this.#checkers) c.close();
+    for (const p of this.#pools.values()) p.close();
     await this.admin?.close();
     this.#phase = 'stopped';
   }

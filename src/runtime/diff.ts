@@ -15,7 +15,7 @@
  * added, and the added one as taking over the removed one's socket.
  */
 import type { ListenerModel, Model, PoolModel, ServerModel } from '../config/model.js';
-import { bytesFromJson, modelToJson, type HexBytes, type Jsonified, type ModelJson } from '../config/model-json.js';
+import { bytesFromJson, isRedacted, modelToJson, type BytesJson, type Jsonified, type ModelJson } from '../config/model-json.js';
 import { formatTable } from '../admin/client.js';
 import {
   DEFAULT_IPV4_SAMPLES,
@@ -140,8 +140,13 @@ export function formatEndpoint(ep: EndpointJson | undefined): string {
   return written === ep.host ? ep.text : `${ep.text} (${ep.host.includes(':') ? `[${ep.host}]` : ep.host}:${ep.port})`;
 }
 
-/** Probe bytes as the configuration spells them: a quoted string when printable, else `hex:…`. */
-export function formatBytes(value: HexBytes | Buffer | null | undefined): string {
+/**
+ * Probe bytes as the configuration spells them: a quoted string when printable, else `hex:…`;
+ * redacted bytes (see config/model-json.ts) by the start of their MAC, which tells values apart
+ * without saying anything about them.
+ */
+export function formatBytes(value: BytesJson | Buffer | null | undefined): string {
+  if (isRedacted(value)) return `<redacted ${value.mac.slice(0, 8)}>`;
   const buf = bytesFromJson(value);
   if (buf === null) return 'none';
   const text = buf.toString('utf8');
@@ -236,6 +241,8 @@ const LISTENER_TLS_FIELDS: readonly Field<NonNullable<ListenerJson['tls']>>[] = 
   { key: 'ciphers', get: (t) => t.ciphers },
   { key: 'alpn', get: (t) => t.alpn, show: formatList },
   { key: 'client_ca', get: (t) => t.clientCa },
+  { key: 'strict_sni', get: (t) => t.strictSni },
+  { key: 'session_tickets', get: (t) => t.sessionTickets },
 ];
 
 function listenerTlsSummary(t: ListenerJson['tls'] | undefined): string {
@@ -255,6 +262,7 @@ const LISTENER_FIELDS: readonly Field<ListenerJson>[] = [
   { key: 'max_connections', get: (l) => l.maxConnections, show: (n: number | undefined) => formatCount(n) },
   { key: 'per_source.max_connections', get: (l) => l.perSource?.maxConnections, show: (n: number | undefined) => formatCount(n) },
   { key: 'per_source.connect_rate', get: (l) => l.perSource?.connectRate, show: (n: number | undefined) => formatCount(n) },
+  { key: 'per_source.ipv6_prefix', get: (l) => l.perSource?.ipv6Prefix },
   { key: 'routes', get: (l) => l.routes, show: (r: ListenerJson['routes'] | undefined) => (r === undefined ? '?' : formatList(r.map((x) => `${x.sni}: ${x.pool}`))) },
 ];
 

@@ -19,9 +19,9 @@
  * certificate facts only, and OpenSSL reasons are scrubbed of anything
  * PEM- or base64-shaped as a second line of defence.
  */
-import { X509Certificate, createPrivateKey, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { X509Certificate, createHash, createPrivateKey, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import tls from 'node:tls';
+import { readSecretFile, readSecretFileSync } from '../config/secret-file.js';
 import { isValidDnsName, normaliseServerName } from './client-hello.js';
 
 /** One `tls.certs[]` entry: paths to a PEM certificate (chain) and its PEM private key. */
@@ -86,7 +86,7 @@ export type CertLoadResult =
   | { ok: false; problems: CertProblem[]; warnings: string[] };
 
 /** PEM files larger than this are certainly not a certificate or key. */
-const MAX_PEM_BYTES = 1024 * 1024;
+export const MAX_PEM_BYTES = 1024 * 1024;
 const TICKET_KEY_BYTES = 48;
 const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
@@ -145,6 +145,11 @@ export class CertStore {
   /** The certificate served for `serverName` (null: no SNI → the default). */
   certificateFor(serverName: string | null): CertInfo {
     if (serverName === null || serverName === '') return this.default;
+    return this.match(serverName) ?? this.default;
+  }
+
+  /** The certificate whose names cover `serverName` (exact, then wildcard), or null: no default here (`strict_sni`). */
+  match(serverName: string): CertInfo | null {
     const name = normaliseServerName(serverName);
     const exact = this.#exact.get(name);
     if (exact !== undefined) return exact;
@@ -154,7 +159,7 @@ export class CertStore {
       const wild = this.#wildcard.get(name.slice(dot + 1));
       if (wild !== undefined) return wild;
     }
-    return this.default;
+    return null;
   }
 
   /** The SecureContext to use for `serverName`; suitable for an `SNICallback`. */
@@ -253,8 +258,12 @@ async function loadWith(entries: readonly CertEntry[], options: CertStoreOptions
     // OpenSSL fails resumption outright when client certificates are
     // requested and the context has no session id context (see
     // SSL_CTX_set_session_id_context(3)); a tls.Server sets one on its own
-    // context, these contexts may be used without one.
-    sessionIdContext: 'l4lb',
+    // context, these contexts may be used without one. It names the client
+    // CA too: a session is resumed only under the client-certificate policy
+    // it was made under. Ticket keys outlive reloads, and a ticket issued
+    // without client_ca would otherwise resume once client_ca is added,
+    // with no certificate at all (measured: TLS 1.3 does).
+    sessionIdContext: sessionIdContext(clientCa),
     ...options.context,
     ticketKeys,
     ...(clientCa !== undefined ? { ca: clientCa } : {}),
@@ -377,19 +386,41 @@ async function checkPair(
 }
 
 /** Reads a small file; a string is a problem message naming the path. */
-async function readPem(path: string, what: string): Promise<Buffer | string> {
+export async function readPem(path: string, what: string): Promise<Buffer | string> {
   try {
-    const st = await stat(path);
-    if (!st.isFile()) return `${what} ${path} is not a regular file`;
-    if (st.size > MAX_PEM_BYTES) return `${what} ${path} is larger than ${MAX_PEM_BYTES} bytes; not a PEM file`;
-    return await readFile(path);
+    // Through the secret-file seam: after a privilege drop a root-only file yields the copy read at start.
+    // A private copy: key bytes are zeroed after use here, the seam's kept copy must survive that.
+    return Buffer.from(await readSecretFile(path, { maxBytes: MAX_PEM_BYTES }));
   } catch (err) {
-    return `cannot read ${what} ${path}: ${errnoReason(err)}`;
+    return readProblem(err, path, what);
   }
 }
 
+/** The synchronous form of {@link readPem}. */
+export function readPemSync(path: string, what: string): Buffer | string {
+  try {
+    return Buffer.from(readSecretFileSync(path, { maxBytes: MAX_PEM_BYTES }));
+  } catch (err) {
+    return readProblem(err, path, what);
+  }
+}
+
+function readProblem(err: unknown, path: string, what: string): string {
+  const code = (err as { code?: unknown }).code;
+  if (code === 'L4LB_SECRET_NOT_FILE') return `${what} ${path} is not a regular file`;
+  if (code === 'L4LB_SECRET_TOO_LARGE') return `${what} ${path} is larger than ${MAX_PEM_BYTES} bytes; not a PEM file`;
+  return `cannot read ${what} ${path}: ${errnoReason(err)}`;
+}
+
+/** The session id context of a certificate set: one value per client CA bundle (or none). */
+function sessionIdContext(clientCa: Buffer | undefined): string {
+  if (clientCa === undefined) return 'l4lb';
+  // At most 32 bytes (SSL_MAX_SID_CTX_LENGTH).
+  return createHash('sha256').update('l4lb client_ca\0').update(clientCa).digest('hex').slice(0, 32);
+}
+
 /** Every PEM certificate in `pem`, in order; a string is a problem message. */
-function parseCertificates(pem: Buffer, path: string, what: string): X509Certificate[] | string {
+export function parseCertificates(pem: Buffer, path: string, what: string): X509Certificate[] | string {
   const blocks = pem.toString('latin1').match(PEM_CERT_RE);
   if (blocks === null) return `${what} ${path} contains no PEM certificate (-----BEGIN CERTIFICATE-----)`;
   const certs: X509Certificate[] = [];
@@ -403,7 +434,8 @@ function parseCertificates(pem: Buffer, path: string, what: string): X509Certifi
   return certs;
 }
 
-function parsePrivateKey(pem: Buffer, path: string, problem: (m: string) => null): KeyObject | null {
+/** The private key in `pem`, or null after reporting why not to `problem` (no PEM key, encrypted, unparsable). */
+export function parsePrivateKey(pem: Buffer, path: string, problem: (m: string) => null): KeyObject | null {
   const text = pem.toString('latin1');
   if (!/-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/.test(text)) {
     return problem(`key file ${path} contains no PEM private key`);
@@ -419,7 +451,8 @@ function parsePrivateKey(pem: Buffer, path: string, problem: (m: string) => null
   }
 }
 
-function publicKeysEqual(cert: X509Certificate, key: KeyObject): boolean {
+/** Whether `key` is the private key of `cert`. */
+export function publicKeysEqual(cert: X509Certificate, key: KeyObject): boolean {
   const spki = { type: 'spki', format: 'der' } as const;
   try {
     return cert.publicKey.export(spki).equals(createPublicKey(key).export(spki));
@@ -428,7 +461,8 @@ function publicKeysEqual(cert: X509Certificate, key: KeyObject): boolean {
   }
 }
 
-function validityWarnings(cert: X509Certificate, now: number, what: string, warnings: string[]): void {
+/** Adds a warning for an expired or not yet valid certificate. */
+export function validityWarnings(cert: X509Certificate, now: number, what: string, warnings: string[]): void {
   const from = Date.parse(cert.validFrom);
   const to = Date.parse(cert.validTo);
   if (to < now) warnings.push(`${what} expired on ${new Date(to).toISOString()}`);
@@ -484,7 +518,7 @@ function errnoReason(err: unknown): string {
  * blocks and long base64 or hex runs. OpenSSL reasons never contain such
  * things today; this keeps it so if one ever does.
  */
-function safeReason(err: unknown): string {
+export function safeReason(err: unknown): string {
   const code = (err as { code?: unknown } | undefined)?.code;
   const message = err instanceof Error ? err.message : String(err);
   const scrubbed = message

@@ -5,7 +5,10 @@
  *
  * Formats: TLS record layer (RFC 8446 §5.1, RFC 5246 §6.2), ClientHello
  * (RFC 8446 §4.1.2, RFC 5246 §7.4.1.2), server_name (RFC 6066 §3),
- * ALPN (RFC 7301 §3.1), supported_versions (RFC 8446 §4.2.1).
+ * ALPN (RFC 7301 §3.1), supported_versions (RFC 8446 §4.2.1),
+ * session_ticket (RFC 5077 §3.2), pre_shared_key (RFC 8446 §4.2.11).
+ * The last two let TLS termination see which ticket key a resumption
+ * attempt names (src/tls/terminator.ts).
  *
  * The reader is strict: anything that is not a well-formed ClientHello is
  * rejected with a {@link ClientHelloError} carrying a stable `reason`, as early
@@ -34,6 +37,7 @@ const MAX_HELD_CHUNKS = 16;
 
 const EXT_SERVER_NAME = 0;
 const EXT_ALPN = 16;
+const EXT_SESSION_TICKET = 35;
 const EXT_PRE_SHARED_KEY = 41;
 const EXT_SUPPORTED_VERSIONS = 43;
 const SERVER_NAME_HOST_NAME = 0;
@@ -81,6 +85,18 @@ export interface ClientHelloInfo {
   legacyVersion: number;
   /** supported_versions offered (e.g. 0x0304, 0x0303), GREASE values included; empty when absent. */
   supportedVersions: number[];
+  /**
+   * TLS 1.2 session ticket (session_ticket extension), or null when absent
+   * or empty (an empty one only asks for a ticket). A view into the
+   * ClientHello's bytes: copy it to keep it.
+   */
+  sessionTicket: Buffer | null;
+  /**
+   * TLS 1.3 pre_shared_key identities (resumption tickets), in the client's
+   * order; views like `sessionTicket`. Empty when absent, or when the list
+   * is malformed (the TLS server refuses that itself; routing needs none).
+   */
+  pskIdentities: Buffer[];
 }
 
 /** Result of {@link ClientHelloReader.push}. */
@@ -345,7 +361,7 @@ function parseClientHelloBody(b: Buffer): ClientHelloInfo {
   p += compressionLen;
   if (p > end) throw truncated('legacy_compression_methods');
 
-  const info: ClientHelloInfo = { sni: null, alpn: [], legacyVersion, supportedVersions: [] };
+  const info: ClientHelloInfo = { sni: null, alpn: [], legacyVersion, supportedVersions: [], sessionTicket: null, pskIdentities: [] };
   // RFC 5246 §7.4.1.2: a TLS 1.2 ClientHello may end without an extensions block.
   if (p === end) return info;
   if (p + 2 > end) throw truncated('extensions');
@@ -375,9 +391,13 @@ function parseClientHelloBody(b: Buffer): ClientHelloInfo {
       case EXT_SUPPORTED_VERSIONS:
         info.supportedVersions = parseSupportedVersions(b, p, p + len);
         break;
+      case EXT_SESSION_TICKET:
+        if (len > 0) info.sessionTicket = b.subarray(p, p + len);
+        break;
       case EXT_PRE_SHARED_KEY:
         // RFC 8446 §4.2.11: pre_shared_key MUST be the last extension.
         if (p + len !== end) throw new ClientHelloError('bad_extension', 'pre_shared_key is not the last extension');
+        info.pskIdentities = parsePskIdentities(b, p, p + len);
         break;
       default:
         break;
@@ -432,6 +452,27 @@ function parseAlpn(b: Buffer, start: number, end: number): string[] {
     p += len;
   }
   return names;
+}
+
+/**
+ * RFC 8446 §4.2.11: `PskIdentity identities<7..2^16-1>` (each an opaque
+ * `identity<1..2^16-1>` and a uint32 age), then the binders. Malformed: none.
+ */
+function parsePskIdentities(b: Buffer, start: number, end: number): Buffer[] {
+  if (end - start < 2) return [];
+  const listEnd = start + 2 + u16(b, start);
+  if (listEnd > end) return [];
+  const identities: Buffer[] = [];
+  let p = start + 2;
+  while (p < listEnd) {
+    if (p + 2 > listEnd) return [];
+    const len = u16(b, p);
+    p += 2;
+    if (len === 0 || p + len + 4 > listEnd) return [];
+    identities.push(b.subarray(p, p + len));
+    p += len + 4;
+  }
+  return identities;
 }
 
 /** RFC 8446 §4.2.1: ClientHello form, `ProtocolVersion versions<2..254>`. */

@@ -3,11 +3,33 @@
  * non-listening `tls.Server` (so requestCert/rejectUnauthorized are enforced
  * for mutual TLS); the certificate is chosen per handshake from the current
  * CertStore, which a reload swaps without touching open connections.
+ *
+ * Session tickets: OpenSSL encrypts and decrypts tickets with the key of the
+ * server's own context only (an SNI-switched context's key is never used),
+ * and Node gives a context exactly one key. To keep the previous key for
+ * decryption after a rotation (see ticket-keys.ts), a second server holds
+ * it, and while there is a previous key the ClientHello is read first: a
+ * resumption whose ticket (TLS 1.2) or PSK identity (TLS 1.3) starts with
+ * the previous key's name goes to that server, everything else to the
+ * current one. Outside that window (one session lifetime per rotation) the
+ * socket goes straight to the current server, with no peek at all. A TLS 1.3
+ * client resumed by the previous server gets its new tickets under the
+ * previous key too; they stop resuming when that key expires (one full
+ * handshake later, they are current again).
+ *
+ * `strict_sni`: the ClientHello is always read first, and one without a
+ * server name, or with a name no certificate covers, is refused with an
+ * `unrecognized_name` alert before any handshake work (Node does not call
+ * the SNICallback without SNI, so the server could not refuse it itself).
  */
+import { constants as cryptoConstants } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { ListenerTlsModel } from '../config/model.js';
-import type { CertStore } from './cert-store.js';
+import { DEFAULTS } from '../defaults.js';
+import type { CertStore, CertStoreOptions } from './cert-store.js';
+import { ClientHelloError, ClientHelloReader, type ClientHelloInfo } from './client-hello.js';
+import { TICKET_KEY_NAME_BYTES, ticketNamesKey, type TicketKeys } from './ticket-keys.js';
 
 /** Who waits for a handshake: the connection's session. */
 export interface HandshakeOwner {
@@ -27,32 +49,80 @@ export interface TlsDetails {
   readonly clientCertVerified: boolean;
 }
 
+/** A fatal `unrecognized_name` alert (RFC 6066 §3), as a server's first record. */
+const UNRECOGNIZED_NAME_ALERT = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70]);
+
+/**
+ * The certificate-store options a listener's TLS settings call for: the same
+ * for `l4lb check` and for serving, so both accept and refuse alike.
+ */
+export function certStoreOptions(model: ListenerTlsModel): CertStoreOptions {
+  return {
+    ...(model.clientCa !== null ? { clientCa: model.clientCa } : {}),
+    context: {
+      minVersion: model.minVersion,
+      ...(model.ciphers !== null ? { ciphers: model.ciphers } : {}),
+      // No stateless tickets (TLS 1.2 and 1.3); TLS 1.3 then sends only
+      // session ids, which nothing here resumes: no resumption at all.
+      ...(model.sessionTickets ? {} : { secureOptions: cryptoConstants.SSL_OP_NO_TICKET }),
+    },
+  };
+}
+
 export class TlsTerminator {
-  readonly #server: tls.Server;
+  readonly #model: ListenerTlsModel;
+  readonly #handshakeMs: number;
   readonly #owners = new WeakMap<net.Socket, HandshakeOwner>();
   #store: CertStore;
+  /** Serves every handshake but those resuming under the previous ticket key. */
+  readonly #server: tls.Server;
+  /** Holds the previous ticket key while it may still decrypt; null otherwise. */
+  #previous: tls.Server | null = null;
+  /** The previous key's name (the first bytes of its tickets), or null. */
+  #previousName: Buffer | null = null;
+  readonly #keys: TicketKeys | null;
+  #appliedGeneration = -1;
 
-  constructor(model: ListenerTlsModel, store: CertStore, handshakeMs: number) {
+  /**
+   * @param keys the listener's ticket keys (kept across reloads); null when
+   *   `session_tickets: false` (the store's options then turn tickets off).
+   */
+  constructor(model: ListenerTlsModel, store: CertStore, handshakeMs: number, keys: TicketKeys | null = null) {
+    this.#model = model;
+    this.#handshakeMs = handshakeMs;
     this.#store = store;
+    this.#keys = model.sessionTickets ? keys : null;
+    this.#server = this.#createServer();
+    this.#applyKeys();
+  }
+
+  #createServer(): tls.Server {
+    const model = this.#model;
     const mutual = model.clientCa !== null;
-    this.#server = tls.createServer({
-      SNICallback: (name, cb) => cb(null, this.#store.contextFor(name)),
+    const server = tls.createServer({
+      SNICallback: (name, cb) => {
+        // Refused before the handshake already (see accept); this guards the rule itself.
+        if (model.strictSni && this.#store.match(name) === null) return cb(new Error(`strict_sni: no certificate for server name "${name}"`));
+        cb(null, this.#store.contextFor(name));
+      },
       ALPNProtocols: model.alpn.length > 0 ? [...model.alpn] : undefined,
       requestCert: mutual,
       rejectUnauthorized: mutual,
       // The session's own deadline covers every phase; this is a backstop.
-      handshakeTimeout: handshakeMs + 1_000,
+      handshakeTimeout: this.#handshakeMs + 1_000,
+      // Named, and tied to how long a previous ticket key is kept.
+      sessionTimeout: DEFAULTS.tlsSessionLifetimeMs / 1_000,
       minVersion: model.minVersion,
       ...(model.ciphers !== null ? { ciphers: model.ciphers } : {}),
     });
-    store.applyTo(this.#server);
-    this.#server.on('secureConnection', (socket: tls.TLSSocket) => {
+    this.#store.applyTo(server);
+    server.on('secureConnection', (socket: tls.TLSSocket) => {
       const raw = parentOf(socket);
       const owner = raw && this.#owners.get(raw);
       if (owner) owner.onTlsSecure(socket);
       else socket.destroy();
     });
-    this.#server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+    server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
       const raw = parentOf(socket);
       const owner = raw && this.#owners.get(raw);
       // A client certificate that fails verification (unknown CA, expired)
@@ -63,18 +133,114 @@ export class TlsTerminator {
       if (owner) owner.onTlsError(refused ? certificateRefused(refused) : err);
       socket.destroy();
     });
+    return server;
+  }
+
+  /**
+   * Puts the holder's keys into the servers when they changed (a rotation, or
+   * the previous key expiring), and after every context swap: a new context
+   * would otherwise bring keys of its own.
+   */
+  #applyKeys(): void {
+    const keys = this.#keys;
+    if (keys === null || keys.generation === this.#appliedGeneration) return;
+    this.#appliedGeneration = keys.generation;
+    this.#server.setTicketKeys(keys.current);
+    const previous = keys.previous;
+    if (previous === null) {
+      // Handshakes under way keep their socket's context; the server goes.
+      this.#previous = null;
+      this.#previousName = null;
+      return;
+    }
+    this.#previous ??= this.#createServer();
+    this.#previous.setTicketKeys(previous);
+    this.#previousName = Buffer.from(previous.subarray(0, TICKET_KEY_NAME_BYTES));
   }
 
   /** Start the handshake on an accepted socket; the owner hears how it ends. */
   accept(raw: net.Socket, owner: HandshakeOwner): void {
+    this.#applyKeys();
     this.#owners.set(raw, owner);
-    this.#server.emit('connection', raw);
+    if (this.#previousName === null && !this.#model.strictSni) {
+      this.#server.emit('connection', raw);
+      return;
+    }
+    this.#peek(raw, owner);
+  }
+
+  /**
+   * Reads the ClientHello (the socket is paused: nothing else reads it),
+   * then gives the bytes back and hands the socket to the server that must
+   * take it, or refuses it (strict_sni). A client that leaves first is
+   * reported as it would be mid-handshake (ECONNRESET).
+   */
+  #peek(raw: net.Socket, owner: HandshakeOwner): void {
+    const reader = new ClientHelloReader();
+    // Kept by reference, to give back if the reader gives up.
+    const chunks: Buffer[] = [];
+    const stop = (): void => {
+      raw.pause();
+      raw.removeListener('data', onData);
+      raw.removeListener('end', onGone);
+      raw.removeListener('close', onGone);
+    };
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      let hello: ClientHelloInfo;
+      try {
+        const r = reader.push(chunk);
+        if (r.state === 'need_more') return;
+        hello = r.hello;
+      } catch (err) {
+        stop();
+        const reason = err instanceof ClientHelloError ? err.reason : 'unreadable';
+        // Without a readable name there is nothing to check it against.
+        if (this.#model.strictSni) return owner.onTlsError(new Error(`strict_sni: ClientHello not readable (${reason})`));
+        // Not ours to judge: the TLS server fails it with its own reason, as without a peek.
+        raw.unshift(Buffer.concat(chunks));
+        this.#server.emit('connection', raw);
+        return;
+      }
+      stop();
+      if (this.#model.strictSni) {
+        const refusal = hello.sni === null ? 'no server name (SNI) in the ClientHello' : this.#store.match(hello.sni) === null ? `no certificate for server name "${hello.sni}"` : null;
+        if (refusal !== null) {
+          raw.write(UNRECOGNIZED_NAME_ALERT);
+          owner.onTlsError(new Error(`strict_sni: ${refusal}`));
+          return;
+        }
+      }
+      raw.unshift(Buffer.concat(chunks));
+      this.#serverFor(hello).emit('connection', raw);
+    };
+    const onGone = (): void => {
+      stop();
+      owner.onTlsError(Object.assign(new Error('client closed the connection during the handshake'), { code: 'ECONNRESET' }));
+    };
+    raw.on('data', onData);
+    raw.on('end', onGone);
+    raw.on('close', onGone);
+    raw.resume();
+  }
+
+  /** The previous key's server for a resumption under that key; the current server for anything else. */
+  #serverFor(hello: ClientHelloInfo): tls.Server {
+    const name = this.#previousName;
+    const previous = this.#previous;
+    if (name === null || previous === null) return this.#server;
+    if (hello.sessionTicket !== null && ticketNamesKey(hello.sessionTicket, name)) return previous;
+    if (hello.pskIdentities.some((id) => ticketNamesKey(id, name))) return previous;
+    return this.#server;
   }
 
   /** Serve new handshakes from `store` (after a reload); open connections keep theirs. */
   setStore(store: CertStore): void {
     this.#store = store;
     store.applyTo(this.#server);
+    if (this.#previous !== null) store.applyTo(this.#previous);
+    this.#appliedGeneration = -1;
+    this.#applyKeys();
   }
 
   get store(): CertStore {

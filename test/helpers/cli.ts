@@ -36,15 +36,20 @@ export async function startCli(
   file: string,
   args: string[] = [],
   env: NodeJS.ProcessEnv = process.env,
-  options: { untraced?: boolean } = {},
+  options: { untraced?: boolean; fdLimit?: number; onSpawn?: (proc: ChildProcess) => void } = {},
 ): Promise<Child> {
   const argv = [BIN, 'run', '--config', file, ...args];
   // untraced: started through env(1) with a clean environment, out of reach of
   // tap's process hooks (they write coverage data at exit, which a child that
   // dropped root privileges may not).
+  // fdLimit: run under `ulimit -n` (soft and hard), as an operator's small limit would.
   const proc = options.untraced
     ? spawn('env', ['-i', `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    : options.fdLimit !== undefined
+      ? spawn('bash', ['-c', `ulimit -n ${options.fdLimit} && exec "$0" "$@"`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env })
+      : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
+  // onSpawn: act on the process while it starts (signals during start-up).
+  options.onSpawn?.(proc);
   const lines: Array<Record<string, unknown>> = [];
   const waiters = new Set<() => void>();
   let stderr = '';
