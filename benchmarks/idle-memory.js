@@ -194,7 +194,7 @@ async function main() {
   const n = Number(opts.connections);
   const settleMs = Number(opts.settle) * 1000;
   if (!Number.isInteger(n) || n < 1) throw new Error('--connections must be a positive integer');
-  if (!existsSync(here('../dist/cli.js'))) {
+  if (!existsSync(here('../dist/cli/main.js'))) {
     console.error('dist/ is missing: build first (npx tsc -p tsconfig.json, or npm run build)');
     process.exit(2);
   }

@@ -23,11 +23,15 @@ const { values: flags } = parseArgs({
     rounds: { type: 'string' },
     'no-access-log': { type: 'boolean', default: false },
     targets: { type: 'string' }, // comma-separated subset, e.g. direct,bare
+    baseline: { type: 'string' }, // a built checkout of another version: adds the target l4lb@baseline
     help: { type: 'boolean', default: false },
   },
 });
 if (flags.help) {
-  console.log('usage: node benchmarks/run.js [--quick] [--duration SECONDS] [--rounds N] [--no-access-log] [--targets direct,bare,l4lb,l4lb+log]');
+  console.log(
+    'usage: node benchmarks/run.js [--quick] [--duration SECONDS] [--rounds N] [--no-access-log] [--targets direct,bare,l4lb,l4lb+log]\n' +
+      '                              [--baseline DIR]   (a built checkout of another version, measured as l4lb@baseline)',
+  );
   process.exit(0);
 }
 
@@ -77,7 +81,7 @@ function describe(scenario, r) {
 }
 
 async function main() {
-  let targets = createTargets({ accessLog: !flags['no-access-log'] });
+  let targets = createTargets({ accessLog: !flags['no-access-log'], baseline: flags.baseline });
   if (flags.targets) {
     const wanted = flags.targets.split(',');
     const unknown = wanted.filter((w) => !targets.some((t) => t.name === w));
@@ -85,8 +89,8 @@ async function main() {
     targets = targets.filter((t) => wanted.includes(t.name));
   }
   const names = targets.map((t) => t.name);
-  if (names.some((n) => n.startsWith('l4lb')) && !existsSync(here('../dist/cli.js'))) {
-    throw new Error('dist/cli.js is missing: build l4lb first (npm run build)');
+  if (names.some((n) => n.startsWith('l4lb')) && !existsSync(here('../dist/cli/main.js'))) {
+    throw new Error('dist/cli/main.js is missing: build l4lb first (npm run build)');
   }
   const started = Date.now();
   const { backends, stop: stopBackends } = await startBackends();

@@ -57,13 +57,16 @@ function bare() {
 /**
  * l4lb itself (bin/l4lb.js, built dist/): one process, one listener and one
  * single-server round_robin pool per backend, as a user would configure it.
+ * `baseline`: the checkout of another version (built), measured in the same
+ * run as `l4lb@baseline`, for before/after figures of a change.
  */
-function l4lb({ access }) {
+function l4lb({ access, baseline }) {
   let child;
   let dir;
+  const bin = baseline === undefined ? here('../bin/l4lb.js') : join(baseline, 'bin', 'l4lb.js');
   const target = {
-    name: access ? 'l4lb+log' : 'l4lb',
-    description: `l4lb, access log ${access ? 'on (to a pipe read by run.js)' : 'off'}`,
+    name: baseline !== undefined ? 'l4lb@baseline' : access ? 'l4lb+log' : 'l4lb',
+    description: `l4lb${baseline !== undefined ? ` from ${baseline}` : ''}, access log ${access ? 'on (to a pipe read by run.js)' : 'off'}`,
     /** Lines l4lb wrote after it started: with the access log on, about one per connection. */
     logLines: 0,
     async start(backends) {
@@ -79,7 +82,7 @@ function l4lb({ access }) {
       };
       const file = join(dir, 'bench.json');
       writeFileSync(file, JSON.stringify(config));
-      child = startNode(here('../bin/l4lb.js'), ['run', '--config', file, '--drain-timeout', '1s'], { name: target.name });
+      child = startNode(bin, ['run', '--config', file, '--drain-timeout', '1s'], { name: target.name });
       const ports = {};
       await waitForLine(child, (line) => {
         let msg;
@@ -109,8 +112,9 @@ function l4lb({ access }) {
 }
 
 /** The targets of one run, in the order they are measured within a round. */
-export function createTargets({ accessLog = true } = {}) {
+export function createTargets({ accessLog = true, baseline } = {}) {
   const list = [direct(), bare(), l4lb({ access: false })];
+  if (baseline !== undefined) list.push(l4lb({ access: false, baseline }));
   if (accessLog) list.push(l4lb({ access: true }));
   return list;
 }

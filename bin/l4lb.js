@@ -15,6 +15,6 @@ if (process.argv[2] === 'run') {
   const { catchSignals } = await import('../dist/runtime/signals.js');
   catchSignals();
 }
-const { main } = await import('../dist/cli.js');
+const { main } = await import('../dist/cli/main.js');
 
 main(process.argv);

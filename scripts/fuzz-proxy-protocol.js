@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Fuzzer for the PROXY protocol header parser (src/proxy-protocol.ts).
+ * Fuzzer for the PROXY protocol header parser (src/proxy-protocol/).
  *
  *   npx tsc && node scripts/fuzz-proxy-protocol.js [iterations=1000000] [seed=random]
  *
@@ -524,9 +524,9 @@ async function main() {
   }
   let api;
   try {
-    api = await import('../dist/proxy-protocol.js');
+    api = await import('../dist/proxy-protocol/index.js');
   } catch (err) {
-    console.error(`cannot load dist/proxy-protocol.js (run \`npx tsc\` first): ${err.message}`);
+    console.error(`cannot load dist/proxy-protocol/index.js (run \`npx tsc\` first): ${err.message}`);
     process.exit(2);
   }
   console.log(`fuzzing PROXY header parser: ${iterations} cases, seed ${seed}`);

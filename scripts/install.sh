@@ -56,7 +56,7 @@ if [ -z "$dest" ] && [ "$(id -u)" -ne 0 ]; then
 fi
 
 # The compiled CLI: built by `npm ci` (prepare); build it if this tree has not.
-if [ ! -f "$src/dist/cli.js" ]; then
+if [ ! -f "$src/dist/cli/main.js" ]; then
   say "dist/ missing: building it (npx tsc)"
   (cd "$src" && npx --no-install tsc -p tsconfig.json) || die "build failed: run 'npm ci' in $src first"
 fi

@@ -27,6 +27,23 @@ export const DEFAULTS = Object.freeze({
   slowStartMs: 0,
   /** Keep: a server marked down by probes may still be serving its open connections fine. */
   onServerDown: 'keep' as const,
+  /** A server that does not expect a PROXY header would read one as garbage: sent only when asked for. */
+  proxyProtocol: 'off' as const,
+  /** Primaries unless marked: a backup takes traffic only when no primary is up. */
+  backup: false,
+  /** A PROXY header is expected only when asked for: otherwise any client could name its own address. */
+  acceptProxy: false,
+  /**
+   * The lowest TLS version accepted from clients and spoken to servers:
+   * TLS 1.0 and 1.1 are deprecated (RFC 8996).
+   */
+  tlsMinVersion: 'TLSv1.2' as const,
+  /** Serve the default certificate to an unknown SNI, as HAProxy and NGINX do unless told otherwise. */
+  strictSni: false,
+  /** Resumption saves a full handshake per reconnect; keys rotate (see ticketKeyRotationMs). */
+  sessionTickets: true,
+  /** Server certificates are verified unless `verify: false` is written (and warned about). */
+  backendTlsVerify: true,
   /** Loopback: status and metrics need no token, so they are not offered to the network unless asked for. */
   adminListen: '127.0.0.1:9900',
   /**

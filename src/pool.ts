@@ -1,84 +1,32 @@
 /**
- * A pool: its servers, their state and connection counts, and the pickers
- * built from the servers usable right now. Server state lives here (one place
- * a later multi-process design can broadcast from); whenever the usable set
- * or a weight changes the pickers are rebuilt and swapped, so picking only reads.
+ * A pool: its servers, the pickers built from the servers usable right now,
+ * and the accounting of connections to them. Whenever the usable set or a
+ * weight changes the pickers are rebuilt and swapped, so picking only reads;
+ * a connection's claim on a server is a lease taken here (`acquire`) and
+ * given back once.
+ *
+ * Lifecycle: the constructor only builds objects; `start()` prepares what
+ * can fail (TLS to the servers); `activate()` commits a reload; `close()`
+ * stops the pool's timers.
  */
-import type { Candidate, Picker } from './balance/picker.js';
-import { createPicker } from './balance/index.js';
-import type { Endpoint, PoolModel, ServerModel } from './config/model.js';
-import { HealthState } from './health/state.js';
 import type tls from 'node:tls';
+import type { Picker } from './balance/picker.js';
+import { createPicker } from './balance/index.js';
+import { sameServer } from './config/identity.js';
+import type { PoolModel, ServerModel } from './config/model.js';
+import type { L4lbError } from './errors.js';
+import { Server, type AdminState, type ServerLease } from './server.js';
 import { backendTlsOptions } from './tls/backend.js';
 
-/** The operator's wish for a server, kept apart from its health. */
-export type AdminState = 'ready' | 'drain' | 'maint';
-
-/** An open connection as the pool sees it: something it can close. */
-export interface ServerConnection {
-  closeForServerDown(): void;
-}
+export { Server, ServerLease, type AdminState, type ServerConnection } from './server.js';
 
 /** Slow start begins at this share of the configured weight. */
 const SLOW_START_FLOOR = 0.1;
 /** Weight steps per slow-start window: smooth enough, few picker rebuilds. */
 const SLOW_START_STEPS = 20;
 
-export class Server implements Candidate {
-  readonly name: string;
-  readonly address: Endpoint;
-  backup: boolean;
-  /** The configured weight. */
-  baseWeight: number;
-  /** The weight pickers use: lower while slow start ramps up. */
-  weight: number;
-  /** Connections assigned to this server and not yet closed (connecting included). */
-  active = 0;
-  /** Connections that reached this server. */
-  total = 0;
-  /** Failed connects, for metrics. */
-  connectFailures = 0;
-  /** Latest active probe's duration. */
-  checkDurationMs = 0;
-  admin: AdminState = 'ready';
-  readonly health: HealthState;
-  /** Connections spliced to this server, for `on_server_down: close`. */
-  readonly connections = new Set<ServerConnection>();
-  /** When slow start began (ms since epoch), or 0. */
-  slowStartSince = 0;
-  /** A reload removed this server: it takes no new connection; its open ones finish. */
-  retired = false;
-
-  constructor(model: ServerModel, rise: number, fall: number) {
-    this.name = model.name;
-    this.address = model.address;
-    this.baseWeight = model.weight;
-    this.weight = model.weight;
-    this.backup = model.backup;
-    this.health = new HealthState(rise, fall);
-  }
-
-  /** A reload kept this server (same name and address): take the new weight, role and thresholds, keep all state. */
-  reconfigure(model: ServerModel, rise: number, fall: number): void {
-    this.baseWeight = model.weight;
-    if (this.slowStartSince === 0) this.weight = model.weight;
-    this.backup = model.backup;
-    this.health.setThresholds(rise, fall);
-  }
-
-  /** Health says up (servers start up, as in HAProxy). */
-  get up(): boolean {
-    return this.health.up;
-  }
-
-  /** May take new connections. */
-  get usable(): boolean {
-    return this.health.up && this.admin === 'ready';
-  }
-}
-
 /** Listens for connect failures so a health checker can act on them. */
-export type ConnectFailureListener = (server: Server, reason: string) => void;
+export type ConnectFailureListener = (server: Server, failure: L4lbError) => void;
 
 export class Pool {
   readonly model: PoolModel;
@@ -92,8 +40,7 @@ export class Pool {
   readonly #carriedOver: Array<[Server, ServerModel]> = [];
   /** Servers of the previous pool that this one does not keep (marked retired by activate()). */
   readonly #dropped: Server[] = [];
-  /** TLS to the servers: options built once, when the configuration loaded (see tls/backend.ts), or null for plain TCP. */
-  readonly tlsOptions: tls.ConnectionOptions | null;
+  #tlsOptions: tls.ConnectionOptions | null = null;
 
   /**
    * @param previous the pool of the same name before a reload: servers with
@@ -103,11 +50,10 @@ export class Pool {
   constructor(model: PoolModel, previous?: Pool) {
     this.model = model;
     this.name = model.name;
-    this.tlsOptions = model.tls !== null ? backendTlsOptions(model.tls, `pool ${model.name}: tls`) : null;
     const { rise, fall } = model.health;
     this.servers = model.servers.map((s) => {
       const kept = previous?.server(s.name);
-      if (kept !== undefined && kept.address.text === s.address.text && kept.address.host === s.address.host) {
+      if (kept !== undefined && sameServer(kept, s)) {
         // Applied by activate(): until the reload commits, the old pool still serves with these servers.
         this.#carriedOver.push([kept, s]);
         return kept;
@@ -117,6 +63,20 @@ export class Pool {
     if (previous !== undefined) for (const s of previous.servers) if (!this.servers.includes(s)) this.#dropped.push(s);
     this.#primary = this.#build(false);
     this.#backup = this.#build(true);
+  }
+
+  /**
+   * Prepare what can fail before the pool serves: TLS to its servers (the
+   * context built when the configuration loaded). Throws ConfigError naming
+   * the file. Idempotent.
+   */
+  start(): void {
+    if (this.model.tls !== null) this.#tlsOptions ??= backendTlsOptions(this.model.tls, `pool ${this.name}: tls`);
+  }
+
+  /** TLS to the servers (options built once by start()), or null for plain TCP. */
+  get tlsOptions(): tls.ConnectionOptions | null {
+    return this.#tlsOptions;
   }
 
   /**
@@ -150,6 +110,17 @@ export class Pool {
     return this.#primary.pick(key, exclude) ?? this.#backup.pick(key, exclude);
   }
 
+  /** A connection's claim on `server`, counted as active until released (once). */
+  acquire(server: Server): ServerLease {
+    return server.lease();
+  }
+
+  /** A real client connect to `server` failed: counted, and told to the health checker. */
+  reportConnectFailure(server: Server, failure: L4lbError): void {
+    server.countConnectFailure();
+    this.#onConnectFailure?.(server, failure);
+  }
+
   /** Rebuild the pickers; call whenever a server's usability or weight changes. */
   rebuild(): void {
     this.#primary = this.#build(false);
@@ -174,12 +145,6 @@ export class Pool {
   setAdminState(server: Server, state: AdminState): void {
     server.admin = state;
     this.rebuild();
-  }
-
-  /** A real client connect to `server` failed. */
-  reportConnectFailure(server: Server, reason: string): void {
-    server.connectFailures++;
-    this.#onConnectFailure?.(server, reason);
   }
 
   /** The health checker registers here to count failed client connects. */

@@ -20,13 +20,14 @@ import { readdirSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
-import { pino } from 'pino';
-import { AdminServer, clientKey, hostAllowed, hostOf, type AdminServerOptions } from '../src/admin/server.js';
+import { AdminServer, clientKey, type AdminServerOptions } from '../src/admin/server.js';
+import { hostAllowed, hostOf } from '../src/admin/host-guard.js';
 import { redactBytes, redactionKey } from '../src/config/model-json.js';
-import { closed, connect, echoBackend, namedBackend, sleep, startL4lb, waitFor, type Running } from './helpers/net.js';
-import { startCli, writeConfig } from './helpers/cli.js';
+import { closedWithin, connect, namedBackend, readLine, sleep, waitFor, type Running } from './helpers/net.js';
+import { adminPortOf, cliFor } from './helpers/cli.js';
+import { adminPort, backendFor, lbFor } from './helpers/lb.js';
+import { silentLogger } from './helpers/logs.js';
 
 const TOKEN = 'hardening-token-7c41e9a0';
 const PAYLOAD = 'AUTH s3cr3t\r\n';
@@ -42,24 +43,6 @@ function config(admin: Record<string, unknown>, backend: string, health: Record<
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
     pools: [{ name: 'p', balance: 'round_robin', servers: [{ name: 'e1', address: backend }], health }],
   };
-}
-
-async function lbFor(t: Test, raw: unknown): Promise<Running> {
-  const lb = await startL4lb(raw);
-  t.teardown(() => lb.stop());
-  return lb;
-}
-
-async function echoFor(t: Test): Promise<string> {
-  const echo = await echoBackend();
-  t.teardown(() => echo.close());
-  return echo.address;
-}
-
-function adminPort(lb: Running): number {
-  const a = lb.app.admin?.address();
-  if (!a) throw new Error('admin server not listening');
-  return a.port;
 }
 
 interface Reply {
@@ -108,34 +91,19 @@ function request(
 
 const auth = (token = TOKEN): Record<string, string> => ({ Authorization: `Bearer ${token}` });
 
+/** Writes the rest of a request on `s`; resolves with the status line of the answer, rejects when `s` closes first. */
+async function finishRequest(s: net.Socket, rest: string): Promise<string> {
+  const statusLine = readLine(s, 10_000);
+  s.write(rest);
+  return (await statusLine).replace(/\r$/, '');
+}
+
 /** A socket that has sent an incomplete request head; `finish()` completes it and resolves with the status line. */
 async function pending(port: number, localAddress?: string): Promise<net.Socket & { finish(): Promise<string> }> {
   const s = await connect(port, localAddress);
   s.on('error', () => {});
   s.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n');
-  return Object.assign(s, {
-    finish(): Promise<string> {
-      return new Promise<string>((resolve, reject) => {
-        let got = '';
-        s.on('data', (d: Buffer) => {
-          got += d.toString('latin1');
-          if (got.includes('\r\n')) resolve(got.slice(0, got.indexOf('\r\n')));
-        });
-        s.once('close', () => reject(new Error(`closed before an answer (got ${JSON.stringify(got)})`)));
-        s.write('\r\n');
-      });
-    },
-  });
-}
-
-/** Whether the socket is closed by the other side within `ms` (false: still open). */
-async function closedWithin(s: net.Socket, ms: number): Promise<boolean> {
-  try {
-    await closed(s, ms);
-    return true;
-  } catch {
-    return false;
-  }
+  return Object.assign(s, { finish: () => finishRequest(s, '\r\n') });
 }
 
 // ---------------------------------------------------------------------------
@@ -231,7 +199,7 @@ function fdCount(pid: number | 'self'): number {
 // GET /config
 
 t.test('GET /config needs the bearer token: 401 without it or with a wrong one, 403 when no token_file is configured', async (t) => {
-  const backend = await echoFor(t);
+  const backend = (await backendFor(t)).address;
   const lb = await lbFor(t, config({ token_file: tokenFile(t) }, backend));
   const port = adminPort(lb);
   const none = await request(port, '/config');
@@ -256,7 +224,7 @@ t.test('GET /config needs the bearer token: 401 without it or with a wrong one, 
 });
 
 t.test('GET /config redacts probe payloads: neither the bytes, their hex, nor a plain hash of them is served', async (t) => {
-  const backend = await echoFor(t);
+  const backend = (await backendFor(t)).address;
   const lb = await lbFor(t, config({ token_file: tokenFile(t) }, backend, { interval: '1h', send: PAYLOAD, expect: '+OK' }));
   const r = await request(adminPort(lb), '/config', { headers: auth() });
   t.equal(r.status, 200);
@@ -279,7 +247,7 @@ t.test('GET /config redacts probe payloads: neither the bytes, their hex, nor a 
 });
 
 t.test('GET /config?reveal=secrets with the token gives the payloads in hex and is logged; another reveal value is refused', async (t) => {
-  const backend = await echoFor(t);
+  const backend = (await backendFor(t)).address;
   const lb = await lbFor(t, config({ token_file: tokenFile(t) }, backend, { interval: '1h', send: PAYLOAD }));
   const port = adminPort(lb);
   const r = await request(port, '/config?reveal=secrets', { headers: auth() });
@@ -301,8 +269,8 @@ t.test('GET /config?reveal=secrets with the token gives the payloads in hex and 
 // ---------------------------------------------------------------------------
 // The Host guard
 
-t.test('Host guard: IP literals, localhost and the listen host are served; another name gets 421 everywhere, changes nothing; no Host is served', async (t) => {
-  const backend = await echoFor(t);
+t.test('the Host guard serves IP literals, localhost and the listen host; another name gets 421 everywhere and changes nothing; no Host is served', async (t) => {
+  const backend = (await backendFor(t)).address;
   const lb = await lbFor(t, config({ token_file: tokenFile(t) }, backend));
   const port = adminPort(lb);
   for (const host of [`127.0.0.1:${port}`, '127.0.0.1', `localhost:${port}`, 'LOCALHOST', 'localhost.', `[::1]:${port}`, '10.1.2.3:80', '[::ffff:127.0.0.1]']) {
@@ -338,11 +306,10 @@ t.test('Host guard: IP literals, localhost and the listen host are served; anoth
   }
 });
 
-t.test('Host guard: the listen host as written is served too', async (t) => {
-  const backend = await echoFor(t);
+t.test('the Host guard serves the listen host as written too', async (t) => {
+  const backend = (await backendFor(t)).address;
   const lb = await lbFor(t, config({}, backend));
-  const sink = new Writable({ write: (_c, _e, cb) => cb() });
-  const admin = new AdminServer(lb.app, { listen: { host: '127.0.0.1', port: 0, text: 'Admin.L4lb.test:0' }, tokenFile: null }, pino({ level: 'silent' }, sink));
+  const admin = new AdminServer(lb.app, { listen: { host: '127.0.0.1', port: 0, text: 'Admin.L4lb.test:0' }, tokenFile: null }, silentLogger());
   await admin.start();
   t.teardown(() => admin.close());
   const port = admin.address()!.port;
@@ -366,27 +333,25 @@ t.test('hostOf and hostAllowed parse Host values strictly', async (t) => {
   t.notOk(hostAllowed('[]', listen));
 });
 
-t.test('clientKey: IPv4 per address, IPv6 per /64', async (t) => {
+t.test('clientKey counts IPv4 clients per address and IPv6 clients per /64', async (t) => {
   t.equal(clientKey('127.0.0.5'), '127.0.0.5');
   t.equal(clientKey('::ffff:10.0.0.1'), '10.0.0.1', 'IPv4-mapped');
-  t.equal(clientKey('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
-  t.equal(clientKey('2001:DB8:1:2::ffff'), '2001:db8:1:2::/64', 'same /64, other spelling');
-  t.equal(clientKey('::1'), '0:0:0:0::/64');
-  t.equal(clientKey('fe80::1%eth0'), 'fe80:0:0:0::/64', 'zone dropped');
-  t.equal(clientKey('64:ff9b::10.0.0.1'), '64:ff9b:0:0::/64', 'embedded IPv4');
+  // IPv6 keys are compact map keys (src/net/ip.ts prefixKey): compared, not spelt out.
+  t.equal(clientKey('2001:DB8:1:2::ffff'), clientKey('2001:db8:1:2:3:4:5:6'), 'same /64, other spelling');
+  t.not(clientKey('2001:db8:1:3::1'), clientKey('2001:db8:1:2::1'), 'the next /64');
+  t.equal(clientKey('::1'), clientKey('0:0:0:0:ffff::1'));
+  t.equal(clientKey('fe80::1%eth0'), clientKey('fe80::2'), 'zone dropped');
+  t.equal(clientKey('64:ff9b::10.0.0.1'), clientKey('64:ff9b::1'), 'embedded IPv4');
+  t.not(clientKey('::a00:1'), '10.0.0.1', 'an IPv6 key never equals an IPv4 one');
 });
 
 // ---------------------------------------------------------------------------
 // Slow clients
 
 t.test('64 slowloris clients from 127.0.0.1 (the health checker\'s own address) against a real l4lb: /healthz still answers, no socket leaks', async (t) => {
-  const backend = await namedBackend('a');
-  t.teardown(() => backend.close());
-  const { file, cleanup } = writeConfig(config({}, backend.address));
-  t.teardown(cleanup);
-  const child = await startCli(file);
-  t.teardown(() => child.kill());
-  const port = (await child.waitForLine((l) => l.msg === 'admin listening')).port as number;
+  const backend = await backendFor(t, namedBackend('a'));
+  const child = await cliFor(t, config({}, backend.address));
+  const port = await adminPortOf(child);
   await healthzAnswers(t, port, 'before');
   const pid = child.proc.pid!;
   await sleep(200);
@@ -409,7 +374,7 @@ t.test('64 slowloris clients from 127.0.0.1 (the health checker\'s own address) 
 });
 
 t.test('64 slowloris clients from 127.0.0.2-65 that reconnect as soon as they are dropped: /healthz from 127.0.0.1 still answers, no socket leaks', async (t) => {
-  const backend = await echoFor(t);
+  const backend = (await backendFor(t)).address;
   const lb = await lbFor(t, config({}, backend));
   const admin = lb.app.admin!;
   const port = adminPort(lb);
@@ -434,10 +399,9 @@ t.test('64 slowloris clients from 127.0.0.2-65 that reconnect as soon as they ar
 
 /** An AdminServer on the running App with test-sized caps and a token. */
 async function smallAdmin(t: Test, options: AdminServerOptions): Promise<{ admin: AdminServer; port: number; lb: Running }> {
-  const backend = await echoFor(t);
+  const backend = (await backendFor(t)).address;
   const lb = await lbFor(t, config({}, backend));
-  const sink = new Writable({ write: (_c, _e, cb) => cb() });
-  const admin = new AdminServer(lb.app, { listen: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' }, tokenFile: tokenFile(t) }, pino({ level: 'silent' }, sink), options);
+  const admin = new AdminServer(lb.app, { listen: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' }, tokenFile: tokenFile(t) }, silentLogger(), options);
   await admin.start();
   t.teardown(() => admin.close());
   return { admin, port: admin.address()!.port, lb };
@@ -449,19 +413,7 @@ async function inFlight(port: number, state: string): Promise<{ socket: net.Sock
   s.on('error', () => {});
   const body = JSON.stringify({ state });
   s.write(`POST /pools/p/servers/e1/state HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 3)}`);
-  return {
-    socket: s,
-    finish: () =>
-      new Promise<string>((resolve, reject) => {
-        let got = '';
-        s.on('data', (d: Buffer) => {
-          got += d.toString('latin1');
-          if (got.includes('\r\n')) resolve(got.slice(0, got.indexOf('\r\n')));
-        });
-        s.once('close', () => reject(new Error(`closed before an answer (got ${JSON.stringify(got)})`)));
-        s.write(body.slice(3));
-      }),
-  };
+  return { socket: s, finish: () => finishRequest(s, body.slice(3)) };
 }
 
 t.test('a connection with a request in flight is never evicted; when every slot has one, a newcomer is closed and the server recovers', async (t) => {
@@ -526,4 +478,55 @@ t.test('reserved local slots: remote clients share all but the last slots and ne
   t.equal(await l1.finish(), 'HTTP/1.1 200 OK', 'the older local 1 was not evicted');
   t.equal(await l2.finish(), 'HTTP/1.1 200 OK', 'nor local 2');
   t.equal(await (remote[6] as Awaited<ReturnType<typeof pending>>).finish(), 'HTTP/1.1 200 OK', 'the newest remote is served');
+});
+
+// ---------------------------------------------------------------------------
+// Lifecycle
+
+t.test('close() closes idle connections at once, lets a request in flight finish with its answer, then resolves; later calls share its promise', async (t) => {
+  const { admin, port, lb } = await smallAdmin(t, { bodyTimeoutMs: 20_000 });
+  const idle = await pending(port);
+  t.teardown(() => idle.destroy());
+  const held = await inFlight(port, 'drain');
+  t.teardown(() => held.socket.destroy());
+  await waitFor(() => admin.connectionStats().busy === 1 && admin.connectionStats().open === 2, 5_000, 'one idle connection and one request in flight');
+
+  let resolved = false;
+  const closing = admin.close();
+  void closing.then(() => (resolved = true));
+  t.ok(await closedWithin(idle, 5_000), 'the connection without a request in flight is closed at once');
+  await t.rejects(connect(port), { code: 'ECONNREFUSED' }, 'no new connection is accepted');
+  await sleep(200);
+  t.notOk(resolved, 'close() waits for the request in flight');
+  t.equal(await held.finish(), 'HTTP/1.1 200 OK', 'the request in flight is answered');
+  t.equal(lb.app.pools.get('p')!.server('e1')!.admin, 'drain', 'and took effect');
+  t.ok(await closedWithin(held.socket, 5_000), 'its connection is closed after the answer');
+  await closing;
+  t.equal(admin.address(), null, 'unbound');
+  t.equal(admin.close(), closing, 'a second close() returns the same promise');
+  t.equal(admin.destroy(), closing, 'so does destroy() after close()');
+});
+
+t.test('destroy() ends a request in flight at once, without answering it', async (t) => {
+  const { admin, port, lb } = await smallAdmin(t, { bodyTimeoutMs: 20_000 });
+  const held = await inFlight(port, 'maint');
+  t.teardown(() => held.socket.destroy());
+  await waitFor(() => admin.connectionStats().busy === 1, 5_000, 'the state call in flight');
+  const destroyed = admin.destroy();
+  t.ok(await closedWithin(held.socket, 5_000), 'the connection with a request in flight is closed');
+  await destroyed;
+  t.equal(admin.address(), null, 'unbound');
+  t.equal(lb.app.pools.get('p')!.server('e1')!.admin, 'ready', 'the unfinished state change did not happen');
+  t.equal(admin.destroy(), destroyed, 'a second destroy() returns the same promise');
+});
+
+t.test('an admin server closed before start() binds nothing when started', async (t) => {
+  const backend = (await backendFor(t)).address;
+  const lb = await lbFor(t, config({}, backend));
+  const admin = new AdminServer(lb.app, { listen: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' }, tokenFile: null }, silentLogger());
+  t.teardown(() => admin.destroy());
+  t.equal(admin.address(), null, 'the constructor binds nothing');
+  await admin.close();
+  await admin.start();
+  t.equal(admin.address(), null, 'start() after close() binds nothing');
 });

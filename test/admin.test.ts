@@ -6,29 +6,21 @@
  */
 import net from 'node:net';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import t, { type Test } from 'tap';
-import { pino } from 'pino';
-import { AdminServer, isLoopback } from '../src/admin/server.js';
+import { AdminServer } from '../src/admin/server.js';
+import { isLoopback } from '../src/net/ip.js';
 import { escapeHtml, formatBytes, renderStatusPage } from '../src/admin/page.js';
 import { formatStatus, formatTable } from '../src/admin/client.js';
+import { AdminClientError, baseUrl, fetchStatus, resolveToken, setServerState } from '../src/admin/client.js';
 import type { StatusDoc } from '../src/admin/status.js';
 import { buildModel } from '../src/config/load.js';
 import { readTokenFile } from '../src/config/token-file.js';
-import { ConfigError, type ConfigProblem } from '../src/errors.js';
-import {
-  closed,
-  connect,
-  echoBackend,
-  namedBackend,
-  readLine,
-  sleep,
-  startL4lb,
-  waitFor,
-  whoAnswers,
-  type Backend,
-  type Running,
-} from './helpers/net.js';
+import { L4lbError } from '../src/errors.js';
+import { closed, connect, deadPort, namedBackend, readLine, sleep, startBackend, startL4lb, waitFor, whoAnswers, type Running } from './helpers/net.js';
+import { problemsOf } from './helpers/config.js';
+import { adminPort, backendFor, lbFor } from './helpers/lb.js';
+import { silentLogger } from './helpers/logs.js';
+import { seededRandom } from './helpers/random.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 
@@ -48,22 +40,8 @@ function config(servers: ServerSpec[], admin: Record<string, unknown> | undefine
   };
 }
 
-async function lbFor(t: Test, raw: unknown): Promise<Running> {
-  const lb = await startL4lb(raw);
-  t.teardown(() => lb.stop());
-  return lb;
-}
-
-async function backendFor(t: Test, make: () => Promise<Backend>): Promise<Backend> {
-  const b = await make();
-  t.teardown(() => b.close());
-  return b;
-}
-
 function adminUrl(lb: Running): string {
-  const a = lb.app.admin?.address();
-  if (!a) throw new Error('admin server not listening');
-  return `http://127.0.0.1:${a.port}`;
+  return `http://127.0.0.1:${adminPort(lb)}`;
 }
 
 async function get(url: string, init: RequestInit = {}): Promise<{ status: number; text: string; headers: Headers }> {
@@ -88,16 +66,6 @@ async function echoOnce(port: number, text: string): Promise<void> {
   await readLine(s);
   s.end();
   await closed(s);
-}
-
-async function problemsOf(raw: unknown): Promise<ConfigProblem[]> {
-  try {
-    await buildModel(raw);
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.problems];
-    throw err;
-  }
-  throw new Error('expected a ConfigError');
 }
 
 /** Write raw bytes to the admin port; resolve with whatever comes back once the server closes. */
@@ -125,7 +93,7 @@ function raw(port: number, chunks: Array<string | Buffer>, timeoutMs = 5_000): P
 // ---------------------------------------------------------------------------
 // Configuration
 
-t.test('config: admin section, defaults, token file problems, bind clashes', async (t) => {
+t.test('the admin section defaults to 127.0.0.1:9900 without a token; token file problems and bind clashes are reported by path', async (t) => {
   const servers = [{ address: '10.0.0.1:80' }];
   const none = await buildModel(config(servers, undefined));
   t.equal(none.admin, null, 'no admin section, no admin server');
@@ -167,7 +135,7 @@ t.test('config: admin section, defaults, token file problems, bind clashes', asy
   t.match(admin, [{ path: 'admin', message: /expected an object/ }], 'admin: null is a problem, not a silent default');
 });
 
-t.test('isLoopback', async (t) => {
+t.test('isLoopback accepts 127.0.0.0/8, ::1 and IPv4-mapped loopback, nothing else', async (t) => {
   for (const h of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1']) t.ok(isLoopback(h), h);
   for (const h of ['0.0.0.0', '10.0.0.1', '::', 'fd00::1', '::ffff:10.0.0.1']) t.notOk(isLoopback(h), h);
 });
@@ -175,10 +143,9 @@ t.test('isLoopback', async (t) => {
 // ---------------------------------------------------------------------------
 // Read-only endpoints
 
-t.test('/healthz: ok while serving, draining while stopping, gone after', async (t) => {
-  const echo = await backendFor(t, echoBackend);
-  const lb = await startL4lb(config([{ name: 'e', address: echo.address }], { listen: '127.0.0.1:0' }));
-  t.teardown(() => lb.stop());
+t.test('GET /healthz answers ok while serving, 503 draining while stopping, and nothing once stopped', async (t) => {
+  const echo = await backendFor(t);
+  const lb = await lbFor(t, config([{ name: 'e', address: echo.address }], { listen: '127.0.0.1:0' }));
   const url = adminUrl(lb);
   const ok = await get(`${url}/healthz`);
   t.equal(ok.status, 200);
@@ -202,8 +169,8 @@ t.test('/healthz: ok while serving, draining while stopping, gone after', async 
   t.equal(lb.app.admin?.address(), null);
 });
 
-t.test('/metrics: every contract metric with its labels, moving with traffic', async (t) => {
-  const echo = await backendFor(t, echoBackend);
+t.test('GET /metrics exports every contract metric with its labels, and the values move with traffic', async (t) => {
+  const echo = await backendFor(t);
   const lb = await lbFor(t, config([{ name: 'e1', address: echo.address }, { name: 'dead', address: '127.0.0.1:1' }], { listen: '127.0.0.1:0' }));
   const url = adminUrl(lb);
   lb.app.pools.get('p')!.setAdminState(lb.app.pools.get('p')!.server('dead')!, 'maint');
@@ -268,8 +235,8 @@ t.test('/metrics: every contract metric with its labels, moving with traffic', a
   t.match(after, /^l4lb_connect_failures_total\{pool="p",server="dead"\} [1-9]/m, 'a failed connect is counted');
 });
 
-t.test('/status: JSON shape and counts', async (t) => {
-  const echo = await backendFor(t, echoBackend);
+t.test('GET /status answers JSON with every listener, pool and server and their counts', async (t) => {
+  const echo = await backendFor(t);
   const lb = await lbFor(t, config([{ name: 'e1', address: echo.address }, { address: echo.address.replace('127.0.0.1', '127.0.0.2') }], { listen: '127.0.0.1:0' }));
   const pool = lb.app.pools.get('p')!;
   pool.setAdminState(pool.servers[1]!, 'drain');
@@ -304,8 +271,8 @@ t.test('/status: JSON shape and counts', async (t) => {
   t.match(p.servers[1], { name: echo.address.replace('127.0.0.1', '127.0.0.2'), admin: 'drain', total: 0 }, 'default name is the address');
 });
 
-t.test('GET /: an HTML page with every pool and server, names escaped', async (t) => {
-  const echo = await backendFor(t, echoBackend);
+t.test('GET / answers an HTML page with every pool and server, names escaped', async (t) => {
+  const echo = await backendFor(t);
   const lb = await lbFor(t, {
     ...config([{ name: '<b>bold</b>', address: echo.address }, { name: 'plain"&\'', address: '127.0.0.1:1' }], { listen: '127.0.0.1:0' }),
     pools: [
@@ -335,7 +302,7 @@ t.test('GET /: an HTML page with every pool and server, names escaped', async (t
   t.equal((await get(`${adminUrl(lb)}/index.html`)).status, 200);
 });
 
-t.test('page and table helpers', async (t) => {
+t.test('the page and table helpers escape HTML, format bytes and ages, and align the status table', async (t) => {
   t.equal(escapeHtml(`<a href="x">'&'</a>`), '&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
   t.equal(formatBytes(999), '999 B');
   t.equal(formatBytes(1500), '1.5 kB');
@@ -373,8 +340,8 @@ t.test('page and table helpers', async (t) => {
 // ---------------------------------------------------------------------------
 // The state-changing API
 
-t.test('POST state: auth and error cases', async (t) => {
-  const echo = await backendFor(t, echoBackend);
+t.test('POST state refuses a missing or wrong token, unknown names, bad bodies and other methods; names are URL-decoded', async (t) => {
+  const echo = await backendFor(t);
   const lb = await lbFor(t, config([{ name: 'e1', address: echo.address }, { name: 'a/b c', address: echo.address }], {
     listen: '127.0.0.1:0',
     token_file: tokenFile(t),
@@ -435,8 +402,8 @@ t.test('POST state: auth and error cases', async (t) => {
   t.notMatch(JSON.stringify(lb.lines), TOKEN, 'the token never appears in the log');
 });
 
-t.test('POST state without token_file: 403 with a clear message', async (t) => {
-  const echo = await backendFor(t, echoBackend);
+t.test('POST state without token_file answers 403 with a clear message', async (t) => {
+  const echo = await backendFor(t);
   const lb = await lbFor(t, config([{ name: 'e1', address: echo.address }], { listen: '127.0.0.1:0' }));
   for (const token of [null, TOKEN]) {
     const r = await post(lb, 'p', 'e1', { state: 'drain' }, token);
@@ -446,9 +413,9 @@ t.test('POST state without token_file: 403 with a clear message', async (t) => {
   t.equal(lb.app.pools.get('p')!.server('e1')!.admin, 'ready');
 });
 
-t.test('drain through the API: new connections avoid the server, /status shows it, ready brings it back', async (t) => {
-  const a = await backendFor(t, () => namedBackend('a'));
-  const b = await backendFor(t, () => namedBackend('b'));
+t.test('a drain through the API sends new connections elsewhere and shows in /status; ready brings the server back', async (t) => {
+  const a = await backendFor(t, namedBackend('a'));
+  const b = await backendFor(t, namedBackend('b'));
   // The default name is the address, so this also covers "10.0.0.12%3A5432"-style names.
   const lb = await lbFor(t, config([{ address: a.address }, { name: 'b', address: b.address }], { listen: '127.0.0.1:0', token_file: tokenFile(t) }));
   const held = await connect(lb.port());
@@ -476,7 +443,7 @@ t.test('drain through the API: new connections avoid the server, /status shows i
 });
 
 t.test('maint through the API stops probes', async (t) => {
-  const echo = await backendFor(t, echoBackend);
+  const echo = await backendFor(t);
   const lb = await lbFor(t, config([{ name: 'e1', address: echo.address }], { listen: '127.0.0.1:0', token_file: tokenFile(t) }, { health: { interval: '100ms' } }));
   await waitFor(() => echo.accepted >= 2, 5_000, 'probes');
   t.equal((await post(lb, 'p', 'e1', { state: 'maint' })).status, 200);
@@ -492,11 +459,10 @@ t.test('maint through the API stops probes', async (t) => {
 // Garbage
 
 t.test('garbage requests are answered or closed, never crash the server', async (t) => {
-  const echo = await backendFor(t, echoBackend);
+  const echo = await backendFor(t);
   const lb = await lbFor(t, config([{ name: 'e1', address: echo.address }], { listen: '127.0.0.1:0', token_file: tokenFile(t) }));
-  const sink = new Writable({ write: (_c, _e, cb) => cb() });
   // A second admin server on the same App with short timeouts, so slow clients are cut quickly.
-  const admin = new AdminServer(lb.app, { listen: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' }, tokenFile: tokenFile(t) }, pino({ level: 'silent' }, sink), {
+  const admin = new AdminServer(lb.app, { listen: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' }, tokenFile: tokenFile(t) }, silentLogger(), {
     headersTimeoutMs: 400,
     requestTimeoutMs: 800,
     bodyTimeoutMs: 300,
@@ -547,8 +513,7 @@ t.test('garbage requests are answered or closed, never crash the server', async 
   t.ok(stalled.ms < 3_000);
 
   // Random bytes, many times.
-  let seed = 42;
-  const rand = (): number => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  const rand = seededRandom(42);
   for (let i = 0; i < 30; i++) {
     const bytes = Buffer.alloc(1 + Math.floor(rand() * 300), 0).map(() => Math.floor(rand() * 256));
     const prefix = i % 2 === 0 ? 'GET /' : 'POST /pools/';
@@ -564,7 +529,7 @@ t.test('garbage requests are answered or closed, never crash the server', async 
   t.pass('close() twice is fine');
 });
 
-t.test('start failures: a taken admin port fails start and unbinds the listeners', async (t) => {
+t.test('a taken admin port fails start, and the listeners are unbound again', async (t) => {
   const blocker = net.createServer();
   await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => blocker.close(() => r())));
@@ -574,11 +539,32 @@ t.test('start failures: a taken admin port fails start and unbinds the listeners
 });
 
 t.test('a non-loopback admin address without token_file logs a warning', async (t) => {
-  const echo = await backendFor(t, echoBackend);
+  const echo = await backendFor(t);
   const lb = await lbFor(t, config([{ address: echo.address }], { listen: '0.0.0.0:0' }));
   t.match(
     lb.lines.find((l) => l.level === 40 && /beyond loopback without token_file/.test(String(l.msg))),
     { address: '0.0.0.0:0' },
   );
   t.match(lb.lines.find((l) => l.msg === 'admin listening'), { port: Number, token: false });
+});
+
+t.test('admin client failures carry a code: a bad URL, no server listening, an error answer, an answer that is not l4lb\'s, no token', async (t) => {
+  const coded = (code: string) => ({ constructor: AdminClientError, code });
+  t.throws(() => baseUrl('not a url'), coded('L4LB_ADMIN_URL_INVALID'));
+  t.throws(() => baseUrl('ftp://127.0.0.1/'), coded('L4LB_ADMIN_URL_INVALID'));
+  await t.rejects(fetchStatus(`http://127.0.0.1:${await deadPort()}`), coded('L4LB_ADMIN_UNREACHABLE'));
+
+  const echo = await backendFor(t);
+  const lb = await lbFor(t, config([{ name: 'e1', address: echo.address }], { listen: '127.0.0.1:0', token_file: tokenFile(t) }));
+  await t.rejects(setServerState(adminUrl(lb), 'wrong-token', 'p', 'e1', 'drain'), { ...coded('L4LB_ADMIN_REFUSED'), message: /answered 401/ });
+  await t.rejects(setServerState(adminUrl(lb), TOKEN, 'p', 'nope', 'drain'), { ...coded('L4LB_ADMIN_REFUSED'), message: /answered 404/ });
+
+  // An HTTP server that is not l4lb: 200, but not a status document.
+  const other = await backendFor(t, startBackend((s) => s.once('data', () => s.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}'))));
+  await t.rejects(fetchStatus(`http://${other.address}`), coded('L4LB_ADMIN_BAD_ANSWER'));
+
+  await t.rejects(resolveToken(undefined, {}), coded('L4LB_ADMIN_NO_TOKEN'));
+  await t.rejects(resolveToken(join(t.testdir({}), 'missing.token'), {}), coded('L4LB_ADMIN_NO_TOKEN'));
+  const err = await resolveToken(undefined, {}).catch((e: unknown) => e);
+  t.ok(err instanceof L4lbError, 'an L4lbError, like every coded error');
 });

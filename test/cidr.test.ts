@@ -1,7 +1,7 @@
 import t from 'tap';
 import { CidrList, parseCidr } from '../src/net/cidr.js';
 
-t.test('IPv4 ranges, single addresses and /0', async (t) => {
+t.test('IPv4 ranges, single addresses and /0 match the addresses they cover, never an IPv6 one', async (t) => {
   const list = new CidrList(['10.0.0.0/8', '192.168.1.7', '172.16.0.0/12']);
   t.ok(list.has('10.255.1.2'));
   t.ok(list.has('192.168.1.7'));
@@ -20,7 +20,7 @@ t.test('IPv4-mapped IPv6 is matched as IPv4', async (t) => {
   t.notOk(list.has('::ffff:128.0.0.1'));
 });
 
-t.test('IPv6 ranges', async (t) => {
+t.test('IPv6 ranges match the addresses they cover, zone ids ignored, never an IPv4 one', async (t) => {
   const list = new CidrList(['::1', '2001:db8::/32', 'fe80::/10']);
   t.ok(list.has('::1'));
   t.notOk(list.has('::2'));

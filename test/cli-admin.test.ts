@@ -9,7 +9,8 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { deadPort, namedBackend, whoAnswers, type Backend } from './helpers/net.js';
-import { BIN, runCli, startCli, writeConfig, type Child } from './helpers/cli.js';
+import { BIN, adminPortOf, cliFor, runCli, writeConfig, type Child } from './helpers/cli.js';
+import { backendFor, namedBackendsFor } from './helpers/lb.js';
 
 const TOKEN = 'cli-test-token-5f1e2d';
 
@@ -41,26 +42,19 @@ interface Setup {
 }
 
 async function setup(t: Test): Promise<Setup> {
-  const a = await namedBackend('a');
-  const b = await namedBackend('b');
-  t.teardown(() => a.close());
-  t.teardown(() => b.close());
+  const [a, b] = await namedBackendsFor(t, ['a', 'b']);
   const dir = t.testdir({ 'admin.token': `${TOKEN}\n` });
   const tokenFile = join(dir, 'admin.token');
-  const { file, cleanup } = writeConfig({
+  const child = await cliFor(t, {
     admin: { listen: '127.0.0.1:0', token_file: tokenFile },
     log: { level: 'info', access: false },
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
     pools: [{ name: 'p', balance: 'round_robin', servers: [{ name: 'a', address: a.address }, { address: b.address }] }],
   });
-  t.teardown(cleanup);
-  const child = await startCli(file);
-  t.teardown(() => child.kill());
-  const line = await child.waitForLine((l) => l.msg === 'admin listening');
-  return { child, admin: `http://127.0.0.1:${line.port as number}`, tokenFile, a, b, frontPort: child.port('front') };
+  return { child, admin: `http://127.0.0.1:${await adminPortOf(child)}`, tokenFile, a, b, frontPort: child.port('front') };
 }
 
-t.test('l4lb status prints an aligned table; server drain/ready with --token-file and L4LB_ADMIN_TOKEN', async (t) => {
+t.test('l4lb status prints an aligned table; server drain/ready work with --token-file and L4LB_ADMIN_TOKEN', async (t) => {
   const s = await setup(t);
   await whoAnswers(s.frontPort);
 
@@ -121,7 +115,7 @@ t.test('l4lb status prints an aligned table; server drain/ready with --token-fil
   t.notMatch(JSON.stringify(s.child.lines), TOKEN, 'the token is never logged');
 });
 
-t.test('error exits: bad token, unknown names, no token, unreachable admin, bad arguments', async (t) => {
+t.test('the admin commands exit 1 with a clear message on a bad token, unknown names, no token, an unreachable admin server and bad arguments', async (t) => {
   const s = await setup(t);
   const wrong = await cli(['server', 'drain', 'p', 'a', '--admin', s.admin], { L4LB_ADMIN_TOKEN: 'nope' });
   t.equal(wrong.status, 1, 'wrong token: exit 1');
@@ -185,8 +179,7 @@ t.test('l4lb check reports admin problems by path', async (t) => {
 });
 
 t.test('l4lb check --diff takes the token from --token-file, L4LB_ADMIN_TOKEN or the checked file\'s admin.token_file, in that order', async (t) => {
-  const b = await namedBackend('b');
-  t.teardown(() => b.close());
+  const b = await backendFor(t, namedBackend('b'));
   const tokenFile = join(t.testdir({ 'admin.token': `${TOKEN}\n`, 'wrong.token': 'wrong-token\n' }), 'admin.token');
   const wrongFile = tokenFile.replace(/admin\.token$/, 'wrong.token');
   const raw = {
@@ -195,13 +188,10 @@ t.test('l4lb check --diff takes the token from --token-file, L4LB_ADMIN_TOKEN or
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
     pools: [{ name: 'p', servers: [{ name: 'b', address: b.address }], health: { interval: '1h', send: 'AUTH s3cr3t\r\n', expect: '+OK' } }],
   };
-  const { file, cleanup } = writeConfig(raw);
-  t.teardown(cleanup);
-  const child = await startCli(file);
-  t.teardown(() => child.kill());
-  const admin = `http://127.0.0.1:${(await child.waitForLine((l) => l.msg === 'admin listening')).port as number}`;
+  const child = await cliFor(t, raw);
+  const admin = `http://127.0.0.1:${await adminPortOf(child)}`;
 
-  const fromFile = await cli(['check', '--config', file, '--diff', admin]);
+  const fromFile = await cli(['check', '--config', child.file, '--diff', admin]);
   t.equal(fromFile.status, 0, `the checked file's admin.token_file: ${fromFile.stderr}`);
   t.match(fromFile.stdout, /\nno changes\n$/, 'same payloads compare equal through the redaction');
 
@@ -216,18 +206,17 @@ t.test('l4lb check --diff takes the token from --token-file, L4LB_ADMIN_TOKEN or
   const fromOption = await cli(['check', '--config', bare.file, '--diff', admin, '--token-file', tokenFile]);
   t.equal(fromOption.status, 0, `--token-file: ${fromOption.stderr}`);
 
-  const optionWins = await cli(['check', '--config', file, '--diff', admin, '--token-file', wrongFile], { L4LB_ADMIN_TOKEN: TOKEN });
+  const optionWins = await cli(['check', '--config', child.file, '--diff', admin, '--token-file', wrongFile], { L4LB_ADMIN_TOKEN: TOKEN });
   t.equal(optionWins.status, 1, '--token-file wins over the environment and the file');
   t.match(optionWins.stderr, /admin server answered 401: invalid token; check --token-file, L4LB_ADMIN_TOKEN or the checked file's admin\.token_file/);
-  const envWins = await cli(['check', '--config', file, '--diff', admin], { L4LB_ADMIN_TOKEN: 'wrong-token' });
+  const envWins = await cli(['check', '--config', child.file, '--diff', admin], { L4LB_ADMIN_TOKEN: 'wrong-token' });
   t.equal(envWins.status, 1, 'the environment wins over the checked file');
   t.match(envWins.stderr, /401/);
   t.notMatch(JSON.stringify(child.lines), /s3cr3t|wrong-token/, 'neither the payload nor a token is logged');
 });
 
 t.test('l4lb check --diff shows a changed probe payload without printing either payload', async (t) => {
-  const b = await namedBackend('b');
-  t.teardown(() => b.close());
+  const b = await backendFor(t, namedBackend('b'));
   const tokenFile = join(t.testdir({ 'admin.token': `${TOKEN}\n` }), 'admin.token');
   const raw = {
     admin: { listen: '127.0.0.1:0', token_file: tokenFile },
@@ -235,11 +224,8 @@ t.test('l4lb check --diff shows a changed probe payload without printing either 
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
     pools: [{ name: 'p', servers: [{ name: 'b', address: b.address }], health: { interval: '1h', send: 'AUTH s3cr3t\r\n', expect: '+OK' } }],
   };
-  const { file, cleanup } = writeConfig(raw);
-  t.teardown(cleanup);
-  const child = await startCli(file);
-  t.teardown(() => child.kill());
-  const admin = `http://127.0.0.1:${(await child.waitForLine((l) => l.msg === 'admin listening')).port as number}`;
+  const child = await cliFor(t, raw);
+  const admin = `http://127.0.0.1:${await adminPortOf(child)}`;
 
   const next = structuredClone(raw);
   next.pools[0]!.health.send = 'AUTH n3wpa55\r\n';

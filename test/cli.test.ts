@@ -1,7 +1,8 @@
 import t from 'tap';
 import net from 'node:net';
-import { closed, connect, deadPort, echoBackend, readLine, sleep, startBackend, waitFor } from './helpers/net.js';
-import { rssOf, runCli, startCli, writeConfig } from './helpers/cli.js';
+import { closed, connect, deadPort, readLine, sleep, startBackend, waitFor } from './helpers/net.js';
+import { cliFor, rssOf, runCli, startCli, writeConfig } from './helpers/cli.js';
+import { backendFor } from './helpers/lb.js';
 
 function config(servers: string[], listenerExtra: Record<string, unknown> = {}) {
   return {
@@ -11,7 +12,7 @@ function config(servers: string[], listenerExtra: Record<string, unknown> = {}) 
   };
 }
 
-t.test('l4lb check: a good configuration exits 0', async (t) => {
+t.test('l4lb check exits 0 on a good configuration', async (t) => {
   const { file, cleanup } = writeConfig(config(['127.0.0.1:5432']));
   t.teardown(cleanup);
   const r = runCli(['check', '--config', file]);
@@ -19,7 +20,7 @@ t.test('l4lb check: a good configuration exits 0', async (t) => {
   t.match(r.stdout, /ok/);
 });
 
-t.test('l4lb check: bad configurations exit 1 and name the path', async (t) => {
+t.test('l4lb check exits 1 on bad configurations and names the path', async (t) => {
   const cases: Array<[string, unknown, RegExp]> = [
     ['unknown key', { ...config(['127.0.0.1:1']), pools: [{ name: 'p', balanse: 'x', servers: [{ address: '127.0.0.1:1' }] }] }, /pools\[0\]\.balanse.*balance/],
     ['bad address', config(['10.0.0.1']), /pools\[0\]\.servers\[0\]\.address: expected host:port, got "10\.0\.0\.1"/],
@@ -42,7 +43,7 @@ t.test('l4lb check: bad configurations exit 1 and name the path', async (t) => {
   t.equal(missing.status, 1, 'a missing file exits 1');
 });
 
-t.test('l4lb --version and --help', async (t) => {
+t.test('l4lb --version prints the version, and run --help the options with an example', async (t) => {
   const v = runCli(['--version']);
   t.equal(v.status, 0);
   t.match(v.stdout, /^\d+\.\d+\.\d+/);
@@ -56,28 +57,27 @@ t.test('backpressure: a client that reads nothing does not make l4lb buffer a 20
   const limit = 200 * 1024 * 1024;
   let written = 0;
   let paused = false;
-  const backend = await startBackend((s) => {
-    const pump = (): void => {
-      while (written < limit) {
-        written += chunk.length;
-        if (!s.write(chunk)) {
-          paused = true;
-          s.once('drain', () => {
-            paused = false;
-            pump();
-          });
-          return;
+  const backend = await backendFor(
+    t,
+    startBackend((s) => {
+      const pump = (): void => {
+        while (written < limit) {
+          written += chunk.length;
+          if (!s.write(chunk)) {
+            paused = true;
+            s.once('drain', () => {
+              paused = false;
+              pump();
+            });
+            return;
+          }
         }
-      }
-      s.end();
-    };
-    pump();
-  });
-  t.teardown(() => backend.close());
-  const { file, cleanup } = writeConfig(config([backend.address]));
-  t.teardown(cleanup);
-  const lb = await startCli(file);
-  t.teardown(() => lb.kill());
+        s.end();
+      };
+      pump();
+    }),
+  );
+  const lb = await cliFor(t, config([backend.address]));
   const before = rssOf(lb.proc.pid!);
 
   const client = await connect(lb.port('front'));
@@ -100,12 +100,8 @@ t.test('backpressure: a client that reads nothing does not make l4lb buffer a 20
 });
 
 t.test('SIGTERM drains: open connections keep working, new ones are refused, exit 0', async (t) => {
-  const backend = await echoBackend();
-  t.teardown(() => backend.close());
-  const { file, cleanup } = writeConfig(config([backend.address]));
-  t.teardown(cleanup);
-  const lb = await startCli(file, ['--drain-timeout', '1500ms']);
-  t.teardown(() => lb.kill());
+  const backend = await backendFor(t);
+  const lb = await cliFor(t, config([backend.address]), ['--drain-timeout', '1500ms']);
   const port = lb.port('front');
 
   const open = await connect(port);
@@ -130,10 +126,7 @@ t.test('SIGTERM drains: open connections keep working, new ones are refused, exi
 
 t.test('SIGTERM with no open connection exits at once', async (t) => {
   const port = await deadPort();
-  const { file, cleanup } = writeConfig(config([`127.0.0.1:${port}`]));
-  t.teardown(cleanup);
-  const lb = await startCli(file);
-  t.teardown(() => lb.kill());
+  const lb = await cliFor(t, config([`127.0.0.1:${port}`]));
   const started = Date.now();
   lb.proc.kill('SIGINT');
   t.equal(await lb.exited(), 0);

@@ -7,9 +7,7 @@
  * under test, so a shared misunderstanding of the format cannot hide.
  */
 import t from 'tap';
-import net from 'node:net';
-import tls from 'node:tls';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { L4lbError } from '../src/errors.js';
 import {
   ClientHelloError,
@@ -21,57 +19,14 @@ import {
   type ClientHelloInfo,
   type ClientHelloResult,
 } from '../src/tls/client-hello.js';
+import { opensslMissing } from './helpers/certs.js';
+import { captureClientHello, captureServer } from './helpers/client-hello.js';
+import { seededRandom } from './helpers/random.js';
+import { skipUnlessCi } from './helpers/requirements.js';
 
 // ---------------------------------------------------------------------------
-// Helpers: capture, records, synthetic hellos
+// Helpers: records, synthetic hellos
 // ---------------------------------------------------------------------------
-
-/** Whether `buf` holds a complete first handshake message (records reassembled). */
-function helloComplete(buf: Buffer): boolean {
-  let payload = Buffer.alloc(0);
-  let p = 0;
-  while (p + 5 <= buf.length) {
-    const len = buf.readUInt16BE(p + 3);
-    if (p + 5 + len > buf.length) return false;
-    payload = Buffer.concat([payload, buf.subarray(p + 5, p + 5 + len)]);
-    p += 5 + len;
-    if (payload.length >= 4 && payload.length >= 4 + payload.readUIntBE(1, 3)) return true;
-  }
-  return false;
-}
-
-/** Starts a plain TCP server that records what a client sends until a whole ClientHello arrived. */
-async function captureServer(): Promise<{ port: number; hello: Promise<Buffer>; close: () => void }> {
-  const server = net.createServer();
-  let resolveHello!: (b: Buffer) => void;
-  const hello = new Promise<Buffer>((resolve) => (resolveHello = resolve));
-  server.on('connection', (socket) => {
-    socket.on('error', () => {});
-    let buf = Buffer.alloc(0);
-    socket.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      if (helloComplete(buf)) {
-        resolveHello(buf);
-        socket.destroy();
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { port: (server.address() as net.AddressInfo).port, hello, close: () => server.close() };
-}
-
-/** The bytes Node's TLS client sends first, with these options. */
-async function captureNode(opts: tls.ConnectionOptions): Promise<Buffer> {
-  const cap = await captureServer();
-  const client = tls.connect({ host: '127.0.0.1', port: cap.port, rejectUnauthorized: false, ...opts });
-  client.on('error', () => {});
-  try {
-    return await cap.hello;
-  } finally {
-    client.destroy();
-    cap.close();
-  }
-}
 
 /** The handshake message carried by a sequence of records. */
 function handshakeOf(records: Buffer): Buffer {
@@ -185,26 +140,15 @@ function rejection(input: Buffer, opts: { maxBytes?: number; bytes?: boolean } =
   });
 }
 
-/** Small deterministic PRNG (mulberry32) so failures reproduce. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 // ---------------------------------------------------------------------------
 // Real ClientHellos from Node
 // ---------------------------------------------------------------------------
 
-const nodeSni = await captureNode({ servername: 'a.test', ALPNProtocols: ['h2', 'http/1.1'] });
-const nodeNoSni = await captureNode({}); // host is an IP: Node sends no server_name
+const nodeSni = await captureClientHello({ servername: 'a.test', ALPNProtocols: ['h2', 'http/1.1'] });
+const nodeNoSni = await captureClientHello({}); // host is an IP: Node sends no server_name
 t.comment(`Node ClientHello: ${nodeSni.length} bytes with SNI+ALPN, ${nodeNoSni.length} without SNI`);
 
-t.test('Node ClientHello fed whole', async (t) => {
+t.test('a Node ClientHello fed whole gives its SNI, ALPN and versions, buffered as is', async (t) => {
   const r = new ClientHelloReader().push(nodeSni);
   t.equal(r.state, 'done');
   if (r.state !== 'done') return;
@@ -221,13 +165,13 @@ t.test('Node ClientHello fed whole', async (t) => {
   t.equal(r.buffered, nodeSni, 'a single chunk is returned as is, not copied');
 });
 
-t.test('Node ClientHello without SNI or ALPN', async (t) => {
+t.test('a Node ClientHello without SNI or ALPN gives neither', async (t) => {
   const hello = parseWhole(nodeNoSni);
   t.equal(hello.sni, null);
   t.same(hello.alpn, []);
 });
 
-t.test('one byte at a time', async (t) => {
+t.test('a ClientHello fed one byte at a time completes on its last byte, every byte buffered unchanged', async (t) => {
   const reader = new ClientHelloReader();
   const bytes = bytewise(nodeSni);
   for (let i = 0; i < bytes.length - 1; i++) {
@@ -250,7 +194,7 @@ t.test('empty chunks are harmless', async (t) => {
   t.equal(reader.push(nodeSni.subarray(3)).state, 'done');
 });
 
-t.test('handshake message split across several TLS records', async (t) => {
+t.test('a handshake message split across several TLS records parses, whole or byte by byte', async (t) => {
   const msg = handshakeOf(nodeSni);
   for (const fragment of [1, 2, 3, 4, 5, 100, 333]) {
     const input = toRecords(msg, fragment);
@@ -263,8 +207,8 @@ t.test('handshake message split across several TLS records', async (t) => {
   }
 });
 
-t.test('random TCP chunking of random record fragmentation', async (t) => {
-  const rand = prng(0x5eed);
+t.test('random TCP chunking of random record fragmentation always parses', async (t) => {
+  const rand = seededRandom(0x5eed);
   const msg = handshakeOf(nodeSni);
   for (let i = 0; i < 300; i++) {
     const input = toRecords(msg, 20 + Math.floor(rand() * 400));
@@ -357,7 +301,7 @@ t.test('garbage is rejected with the right reason, from the first bytes', async 
   r2.push(Buffer.from([0x16]));
   t.equal(reasonOf(() => r2.push(Buffer.from([0x47]))), 'not_tls', 'second byte');
 
-  const rand = prng(42);
+  const rand = seededRandom(42);
   for (let i = 0; i < 200; i++) {
     const bytes = Buffer.alloc(64);
     for (let j = 0; j < bytes.length; j++) bytes[j] = Math.floor(rand() * 256);
@@ -387,7 +331,7 @@ t.test('later records must be handshake records of the right size', async (t) =>
 // Synthetic hellos: every field check
 // ---------------------------------------------------------------------------
 
-t.test('synthetic hellos: accepted forms', async (t) => {
+t.test('synthetic hellos in every valid form are accepted', async (t) => {
   const rec = (m: Buffer): Buffer => toRecords(m, 16384);
   t.same(parseWhole(rec(synthHello())), {
     sni: 'a.test',
@@ -415,7 +359,7 @@ t.test('synthetic hellos: accepted forms', async (t) => {
   t.equal(parseWhole(toRecords(synthHello(), 16384, 0x0300)).sni, 'a.test', 'SSL 3.0 record version');
 });
 
-t.test('session_ticket and pre_shared_key: the tickets a resumption names', async (t) => {
+t.test('session_ticket and pre_shared_key give the tickets a resumption names', async (t) => {
   const rec = (m: Buffer): Buffer => toRecords(m, 16384);
   const ticket = Buffer.alloc(80, 0xab);
   t.same(parseWhole(rec(synthHello({ extensions: [sniExt('a.test'), ext(35, ticket)] }))).sessionTicket, ticket, 'a TLS 1.2 ticket');
@@ -435,7 +379,7 @@ t.test('session_ticket and pre_shared_key: the tickets a resumption names', asyn
   t.same(parseWhole(toRecords(synthHello({ extensions: [sniExt('a.test'), ext(35, ticket), psk] }), 50)).pskIdentities, [id1, id2], 'across records');
 });
 
-t.test('synthetic hellos: rejected fields', async (t) => {
+t.test('synthetic hellos with a malformed field are rejected with the right reason', async (t) => {
   const cases: Array<[string, Buffer, ClientHelloErrorReason]> = [
     ['legacy_version 2.0', synthHello({ legacyVersion: 0x0200 }), 'bad_version'],
     ['session id of 33 bytes', synthHello({ sessionId: Buffer.alloc(33) }), 'bad_length'],
@@ -497,8 +441,8 @@ t.test('a finished reader stays finished', async (t) => {
   t.throws(() => done.push(Buffer.from([1])), /after the ClientHello was complete/);
 });
 
-t.test('mutated real hellos: only coded errors, never a crash', async (t) => {
-  const rand = prng(7);
+t.test('mutated real hellos give only coded errors, never a crash', async (t) => {
+  const rand = seededRandom(7);
   const base = toRecords(withExtension(handshakeOf(nodeSni), paddingExt(200)), 300);
   const counts = { done: 0, need_more: 0, rejected: 0 };
   for (let i = 0; i < 5000; i++) {
@@ -518,7 +462,7 @@ t.test('mutated real hellos: only coded errors, never a crash', async (t) => {
   t.ok(counts.done > 0 && counts.rejected > 0, 'the mutations exercise both outcomes');
 });
 
-t.test('normaliseServerName and isValidDnsName', async (t) => {
+t.test('normaliseServerName lower-cases and drops one trailing dot; isValidDnsName accepts DNS names only', async (t) => {
   t.equal(normaliseServerName('A.Example.COM.'), 'a.example.com');
   t.equal(normaliseServerName('a.test..'), 'a.test.', 'only one trailing dot');
   t.equal(normaliseServerName('x'), 'x');
@@ -534,14 +478,7 @@ t.test('normaliseServerName and isValidDnsName', async (t) => {
 // openssl s_client
 // ---------------------------------------------------------------------------
 
-const opensslMissing = ((): string | null => {
-  const r = spawnSync('openssl', ['version'], { encoding: 'utf8' });
-  if (r.error) return `openssl not runnable: ${r.error.message}`;
-  return r.status === 0 ? null : `openssl version exited ${r.status}`;
-})();
-if (opensslMissing !== null && !process.env.CI) console.error(`# skipping the openssl s_client test: ${opensslMissing}`);
-
-t.test('ClientHello from openssl s_client', { skip: opensslMissing !== null && !process.env.CI ? opensslMissing : false }, async (t) => {
+t.test('a ClientHello from openssl s_client parses, whole and byte by byte', { skip: skipUnlessCi(opensslMissing, 'the openssl s_client test') }, async (t) => {
   t.equal(opensslMissing, null, 'openssl is required when CI is set');
   const cap = await captureServer();
   const child = spawn(

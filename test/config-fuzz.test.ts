@@ -9,27 +9,20 @@
  * FUZZ_BATCH (checks run concurrently, default 16), FUZZ_SHOW_SLOWEST=1.
  */
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { writeFileSync } from 'node:fs';
 import { buildModel } from '../src/config/load.js';
 import { ConfigError } from '../src/errors.js';
 import type { Model } from '../src/config/model.js';
+import { testCerts } from './helpers/certs.js';
+import { seedFrom, seededRandom } from './helpers/random.js';
 
 const MUTATIONS = Number(process.env.FUZZ_MUTATIONS ?? 5_000);
 const BUDGET_MS = 30_000;
-const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 2 ** 31);
-t.comment(`config fuzz seed ${seed} (rerun with FUZZ_SEED=${seed}), ${MUTATIONS} mutations`);
+const seed = seedFrom(t, 'FUZZ_SEED', 'config fuzz');
+t.comment(`${MUTATIONS} mutations`);
 
 // Real files for the keys that name files: certificates, keys, CAs, the admin token.
-const SCRIPT = fileURLToPath(new URL('../scripts/gen-test-certs.sh', import.meta.url));
-const DIR = mkdtempSync(join(tmpdir(), 'l4lb-fuzz-'));
-t.teardown(() => rmSync(DIR, { recursive: true, force: true }));
-const gen = spawnSync('bash', [SCRIPT, DIR], { encoding: 'utf8', timeout: 60_000 });
-if (gen.status !== 0) throw new Error(`gen-test-certs.sh failed: ${gen.stderr}`);
-const f = (name: string): string => join(DIR, name);
+const { dir: DIR, file: f } = testCerts();
 writeFileSync(f('admin.token'), 'fuzz-token-0123456789\n');
 writeFileSync(f('empty.token'), '');
 writeFileSync(f('garbage.pem'), '-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n');
@@ -218,18 +211,7 @@ const SEED_WEIGHTS = [0.22, 0.1, 0.35, 0.06, 0.27];
 // ---------------------------------------------------------------------------
 // Mutations
 
-/** mulberry32 */
-function prng(s: number): () => number {
-  let a = s >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rnd = prng(seed);
+const rnd = seededRandom(seed);
 const int = (n: number): number => Math.floor(rnd() * n);
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
 

@@ -8,9 +8,11 @@ import { parseDuration, formatDuration, MAX_DURATION_MS } from '../src/config/du
 import { parseAddress } from '../src/config/address.js';
 import { editDistance, suggest, didYouMean } from '../src/config/suggest.js';
 import { configSchema, type JsonSchema } from '../src/config/schema.js';
-import { ConfigError, ConfigReadError, type ConfigProblem } from '../src/errors.js';
+import { ConfigError, ConfigReadError } from '../src/errors.js';
 import type { Model } from '../src/config/model.js';
 import { runCli, writeConfig } from './helpers/cli.js';
+import { problemsOf } from './helpers/config.js';
+import { seededRandom } from './helpers/random.js';
 
 const confDir = fileURLToPath(new URL('../conf/', import.meta.url));
 
@@ -115,17 +117,6 @@ pools:
   - name: redis
     servers: [{ address: "10.0.0.21:6379" }]
 `;
-
-/** The problems buildModel reports; fails the test if it succeeds or throws anything else. */
-async function problemsOf(raw: unknown): Promise<ConfigProblem[]> {
-  try {
-    await buildModel(raw);
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.problems];
-    throw err;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 function isDeepFrozen(v: unknown): boolean {
   if (typeof v !== 'object' || v === null) return true;
@@ -374,7 +365,7 @@ t.test('a YAML alias bomb is refused', async (t) => {
   await t.rejects(loadConfig(join(dir, 'bomb.yaml')), ConfigReadError);
 });
 
-t.test('parseDuration', async (t) => {
+t.test('parseDuration reads ms, s, m and h and words every problem; formatDuration writes the largest whole unit', async (t) => {
   const ok: [unknown, number][] = [
     ['500ms', 500], ['3s', 3000], ['5m', 300_000], ['1h', 3_600_000], ['1.5s', 1500], ['1.001s', 1001],
     ['0.5m', 30_000], ['0s', 0], [0, 0], [250, 250], [MAX_DURATION_MS, MAX_DURATION_MS],
@@ -399,7 +390,7 @@ t.test('parseDuration', async (t) => {
   t.equal(formatDuration(0), '0ms');
 });
 
-t.test('parseAddress', async (t) => {
+t.test('parseAddress reads host:port and [IPv6]:port and words every problem', async (t) => {
   t.same(parseAddress('10.0.0.1:80'), { host: '10.0.0.1', port: 80, text: '10.0.0.1:80' });
   t.same(parseAddress('[::1]:443'), { host: '::1', port: 443, text: '[::1]:443' });
   t.same(parseAddress('db.internal.:5432'), { host: 'db.internal.', port: 5432, text: 'db.internal.:5432' });
@@ -416,7 +407,7 @@ t.test('parseAddress', async (t) => {
   t.equal(parseAddress(null), 'expected host:port, got null');
 });
 
-t.test('suggestions', async (t) => {
+t.test('suggestions offer the closest known name within a small edit distance', async (t) => {
   t.equal(editDistance('balance', 'balnace'), 1, 'a swap is one edit');
   t.equal(editDistance('kitten', 'sitting'), 3);
   t.equal(editDistance('', 'abc'), 3);
@@ -463,16 +454,6 @@ t.test('internal failures still come out as ConfigError', async (t) => {
 // ---------------------------------------------------------------------------
 // Random mutation: malformed input of any shape gives ConfigError and nothing else.
 
-function rng(seed: number): () => number {
-  // mulberry32: small, seedable, so a failing case can be replayed.
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const junk: unknown[] = [
   null, undefined, 0, -1, 1.5, 65536, 2 ** 53, NaN, Infinity, -Infinity, true, false, '', ' ', '3x', '0s', '10.0.0.1',
   '[::1]:80', '10.0.0.1:0', 'x'.repeat(100_000), '🙂:80', 'db.invalid:80', 'pg', '__proto__', 'constructor', [], [[[]]], {},
@@ -480,7 +461,7 @@ const junk: unknown[] = [
 ];
 
 t.test('random mutations never throw anything but ConfigError', async (t) => {
-  const random = rng(20240601);
+  const random = seededRandom(20240601);
   const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
   let accepted = 0;
   let rejected = 0;
@@ -527,7 +508,7 @@ t.test('random mutations never throw anything but ConfigError', async (t) => {
 });
 
 t.test('damaged files never throw anything but ConfigReadError or ConfigError', async (t) => {
-  const random = rng(7);
+  const random = seededRandom(7);
   const text = await readFile(join(confDir, 'example-postgres.yaml'), 'utf8');
   const dir = t.testdir({});
   const file = join(dir, 'damaged.yaml');
@@ -549,7 +530,7 @@ t.test('damaged files never throw anything but ConfigReadError or ConfigError', 
   t.pass('150 damaged files handled');
 });
 
-t.test('health, slow_start, on_server_down, proxy_protocol and accept_proxy keys', async (t) => {
+t.test('health, slow_start, on_server_down, proxy_protocol and accept_proxy keys reach the model', async (t) => {
   const raw = base();
   raw.listeners[0].accept_proxy = true;
   raw.listeners[0].trusted_proxies = ['10.0.0.0/8', '::1', '2001:db8::/32'];
@@ -612,7 +593,7 @@ t.test('l4lb check refuses accept_proxy without trusted_proxies and names the ke
   t.match(r.stderr, /"0\.0\.0\.0\/0", "::\/0"/, 'says how to trust everyone');
 });
 
-t.test('per_source.ipv6_prefix: default 64, any of 1..128', async (t) => {
+t.test('per_source.ipv6_prefix defaults to 64 and takes any of 1..128', async (t) => {
   const raw = base();
   raw.listeners[0].per_source = { max_connections: 10 };
   t.same((await buildModel(raw)).listeners[0]!.perSource, { maxConnections: 10, connectRate: 0, ipv6Prefix: 64 });

@@ -12,9 +12,13 @@ import { configDoc, modelToJson, parseConfigDoc, redactBytes, redactionKey, type
 import type { Model } from '../src/config/model.js';
 import { expectedMovedShare, ipv4SampleKey, ipv6SampleKeys } from '../src/balance/moves.js';
 import { Pool } from '../src/pool.js';
-import { diffModels, formatBytes, formatDiff, formatDuration, formatEndpoint, formatInt, formatShare, type ClientMoves, type ConfigDiff } from '../src/runtime/diff.js';
-import { startL4lb } from './helpers/net.js';
-import { BIN, runCli, startCli, writeConfig } from './helpers/cli.js';
+import { diffModels, type ClientMoves, type ConfigDiff } from '../src/config/diff.js';
+import { formatBytes } from '../src/config/diff-fields.js';
+import { formatDuration } from '../src/config/duration.js';
+import { formatEndpoint } from '../src/config/address.js';
+import { formatDiff, formatInt, formatShare } from '../src/cli/diff-render.js';
+import { backendFor, lbFor } from './helpers/lb.js';
+import { BIN, adminPortOf, cliFor, runCli, writeConfig } from './helpers/cli.js';
 
 type Raw = {
   admin?: Record<string, unknown>;
@@ -77,8 +81,7 @@ t.test('GET /config serves the running model with the token: payloads redacted, 
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
     pools: [{ name: 'p', balance: 'source_hash', servers: [{ name: 'a', address: '127.0.0.1:1' }], health: { send: 'hex:00ff0d0a', expect: 'OK' } }],
   };
-  const lb = await startL4lb(raw);
-  t.teardown(() => lb.stop());
+  const lb = await lbFor(t, raw);
   const url = `http://127.0.0.1:${lb.app.admin!.address()!.port}`;
   t.equal((await fetch(`${url}/config`)).status, 401, 'no token: 401');
   const res = await fetch(`${url}/config`, { headers: auth });
@@ -126,7 +129,7 @@ t.test('parseConfigDoc rejects what it cannot compare', async (t) => {
 // ---------------------------------------------------------------------------
 // Structure
 
-t.test('identical configurations: no changes', async (t) => {
+t.test('identical configurations show no changes', async (t) => {
   const d = await diff(base(), () => {});
   t.ok(d.identical);
   t.same(d.listeners, { added: [], removed: [], changed: [] });
@@ -143,7 +146,7 @@ t.test('identical configurations: no changes', async (t) => {
   t.ok(reordered.identical, 'order of listeners, pools, servers and CIDRs does not matter');
 });
 
-t.test('listeners: added, removed, changed; bind changes re-open the socket', async (t) => {
+t.test('added, removed and changed listeners are shown; a bind change re-opens the socket', async (t) => {
   const d = await diff(base(), (r) => {
     r.listeners[0]!.bind = '127.0.0.1:6432';
     r.listeners[0]!.max_connections = 100;
@@ -181,7 +184,7 @@ t.test('listeners: added, removed, changed; bind changes re-open the socket', as
   );
 });
 
-t.test('listeners: per_source.ipv6_prefix, tls.strict_sni and tls.session_tickets changes are shown', async (t) => {
+t.test('changes of per_source.ipv6_prefix, tls.strict_sni and tls.session_tickets are shown', async (t) => {
   const d = await diff(base(), (r) => {
     r.listeners[1]!.per_source = { max_connections: 10, ipv6_prefix: 48 };
   });
@@ -204,7 +207,7 @@ t.test('listeners: per_source.ipv6_prefix, tls.strict_sni and tls.session_ticket
   ]);
 });
 
-t.test('listeners: a rename on the same address keeps the socket; swapped binds pass sockets', async (t) => {
+t.test('a listener renamed on the same address keeps its socket; swapped binds pass sockets', async (t) => {
   const renamed = await diff(base(), (r) => {
     r.listeners[1]!.name = 'mqtt-plain';
   });
@@ -230,7 +233,7 @@ t.test('listeners: a rename on the same address keeps the socket; swapped binds 
   }
 });
 
-t.test('listener TLS appears, changes and goes', async (t) => {
+t.test('listener TLS that appears, changes or goes is shown', async (t) => {
   const d = await diff(base(), (r) => {
     r.listeners[1]!.tls = { mode: 'passthrough' };
     r.listeners[1]!.routes = [{ sni: 'a.example.com', pool: 'pg' }];
@@ -241,7 +244,7 @@ t.test('listener TLS appears, changes and goes', async (t) => {
   ]);
 });
 
-t.test('pools: added, removed, changed fields; servers added, removed, changed, replaced', async (t) => {
+t.test('added, removed and changed pools and servers are shown field by field', async (t) => {
   const d = await diff(base(), (r) => {
     const mq = pool(r, 'mq');
     mq.retries = 5;
@@ -296,7 +299,7 @@ t.test('pools: added, removed, changed fields; servers added, removed, changed, 
   t.match(text, /^ {6}retries {11}2 → 5\n {6}timeouts\.connect {2}5s → 1500ms$/m, 'field names aligned');
 });
 
-t.test('admin and log changes', async (t) => {
+t.test('admin and log changes are shown, admin ones as taking effect at the next restart', async (t) => {
   const d = await diff({ ...base(), admin: { listen: '127.0.0.1:9900' } }, (r) => {
     r.admin = { listen: '127.0.0.1:9901' };
     r.log = { level: 'debug', access: true };
@@ -385,7 +388,7 @@ t.test('source_hash: a weight change moves the minimum, as the formula says', as
   if (same.kind === 'sampled') t.equal(same.moves.expected, 0, 'nor would an ideal hash');
 });
 
-t.test('source_hash: what does not move clients', async (t) => {
+t.test('source_hash: addresses, backups and retries move no client', async (t) => {
   const d = await diff(base(), (r) => {
     const pg = pool(r, 'pg');
     pg.servers[0]!.address = '10.0.9.1:5432';
@@ -397,7 +400,7 @@ t.test('source_hash: what does not move clients', async (t) => {
   t.equal(d.clientMoves.length, 1, 'pools without source_hash on either side are not listed');
 });
 
-t.test('source_hash: backups and pools without primaries', async (t) => {
+t.test('source_hash: the first primary after backups only takes every client', async (t) => {
   const raw = base();
   pool(raw, 'pg').servers = [
     { name: 'a', address: '10.0.0.1:1', backup: true },
@@ -412,7 +415,7 @@ t.test('source_hash: backups and pools without primaries', async (t) => {
   t.ok(Math.abs(m.moves.expected - 1) < 1e-12);
 });
 
-t.test('balance to or from source_hash: all clients remapped', async (t) => {
+t.test('a balance change to or from source_hash remaps all clients', async (t) => {
   const d = await diff(base(), (r) => {
     pool(r, 'pg').balance = 'least_conn';
     pool(r, 'mq').balance = 'source_hash';
@@ -455,7 +458,7 @@ t.test('the sampled numbers are what the running pool picks, key for key', async
   t.ok(Math.abs(m.share - m.moves.expected) < 0.01, `sampled ${m.share} ≈ ideal ${m.moves.expected}`);
 });
 
-t.test('expectedMovedShare and the samples', async (t) => {
+t.test('expectedMovedShare follows the formula, and the sample keys are distinct and deterministic', async (t) => {
   const s = (spec: Array<[string, number]>) => spec.map(([name, weight]) => ({ name, weight, backup: false }));
   t.equal(expectedMovedShare(s([['a', 1]]), s([['a', 5]])), 0, 'one server: nobody moves');
   // a keeps only the keys where it beats both b and c: 1/3 of all.
@@ -472,7 +475,7 @@ t.test('expectedMovedShare and the samples', async (t) => {
   t.same(ipv6SampleKeys(1000), v6, 'deterministic');
 });
 
-t.test('value rendering', async (t) => {
+t.test('durations, payloads, endpoints and shares are rendered as an operator reads them', async (t) => {
   t.equal(formatDuration(3_600_000), '1h');
   t.equal(formatDuration(90_000), '90s');
   t.equal(formatDuration(300_000), '5m');
@@ -493,7 +496,7 @@ t.test('value rendering', async (t) => {
 // ---------------------------------------------------------------------------
 // The real CLI against a running l4lb
 
-t.test('l4lb check --diff against a running instance', async (t) => {
+t.test('l4lb check --diff previews a change against a running instance', async (t) => {
   const dir = t.testdir({ 'admin.token': 'diff-test-token\n' });
   const running = {
     // The checked file names the same token file: check --diff takes the token from it.
@@ -502,14 +505,10 @@ t.test('l4lb check --diff against a running instance', async (t) => {
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'pg' }],
     pools: [{ name: 'pg', balance: 'source_hash', servers: servers(10), health: { interval: '1h' } }],
   };
-  const { file, cleanup } = writeConfig(running);
-  t.teardown(cleanup);
-  const child = await startCli(file);
-  t.teardown(() => child.kill());
-  const line = await child.waitForLine((l) => l.msg === 'admin listening');
-  const admin = `http://127.0.0.1:${line.port as number}`;
+  const child = await cliFor(t, running);
+  const admin = `http://127.0.0.1:${await adminPortOf(child)}`;
 
-  const same = runCli(['check', '--config', file, '--diff', admin]);
+  const same = runCli(['check', '--config', child.file, '--diff', admin]);
   t.equal(same.status, 0, same.stderr);
   t.match(same.stdout, /: ok \(1 listener, 1 pool, 10 servers\)\n\nReload preview: .* against the running l4lb at http:\/\/127\.0\.0\.1:\d+\n\nno changes\n$/);
 
@@ -536,7 +535,7 @@ t.test('l4lb check --diff against a running instance', async (t) => {
   t.match(r.stdout, /flows: pg5 → pg11 /);
 });
 
-t.test('l4lb check --diff: errors', async (t) => {
+t.test('l4lb check --diff explains each failure: no token, no admin server, a bad URL, an invalid file, an older l4lb', async (t) => {
   const tokenFile = `${t.testdir({ 'admin.token': 'some-token\n' })}/admin.token`;
   const { file, cleanup } = writeConfig({
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
@@ -595,8 +594,7 @@ t.test('the preview matches a real reload: 200 clients (127.0.0.2-201) move exac
   const names = Array.from({ length: 11 }, (_, i) => `s${i + 1}`);
   const backends = new Map<string, string>();
   for (const name of names) {
-    const b = await namedBackend(name);
-    t.teardown(() => b.close());
+    const b = await backendFor(t, namedBackend(name));
     backends.set(name, b.address);
   }
   const tokenFile = `${t.testdir({ 'admin.token': 'reload-test-token\n' })}/admin.token`;
@@ -609,11 +607,8 @@ t.test('the preview matches a real reload: 200 clients (127.0.0.2-201) move exac
   const before = config(names.slice(0, 10).map((n) => [n, 1]));
   // s5 leaves, s11 joins, s2 doubles its weight.
   const after = config([...names.slice(0, 10).filter((n) => n !== 's5').map((n): [string, number] => [n, n === 's2' ? 2 : 1]), ['s11', 1]]);
-  const { file, cleanup } = writeConfig(before);
-  t.teardown(cleanup);
-  const child = await startCli(file);
-  t.teardown(() => child.kill());
-  const admin = `http://127.0.0.1:${(await child.waitForLine((l) => l.msg === 'admin listening')).port as number}`;
+  const child = await cliFor(t, before);
+  const admin = `http://127.0.0.1:${await adminPortOf(child)}`;
   const port = child.port('front');
   const clients = Array.from({ length: 200 }, (_, i) => `127.0.0.${i + 2}`);
   const servedBy = async (): Promise<string[]> => {
@@ -634,7 +629,7 @@ t.test('the preview matches a real reload: 200 clients (127.0.0.2-201) move exac
   const forClients = moves(diffModels(running, await buildModel(after), { clients, ipv6: 0 }), 'p');
   if (forClients.kind !== 'sampled') throw new Error(forClients.kind);
 
-  writeFileSync(file, JSON.stringify(after));
+  writeFileSync(child.file, JSON.stringify(after));
   child.proc.kill('SIGHUP');
   await child.waitForLine((l) => l.msg === 'configuration reloaded');
   const second = await servedBy();

@@ -8,38 +8,20 @@
 import t from 'tap';
 import net from 'node:net';
 import tls from 'node:tls';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { echoBackend, readLine, sleep, startL4lb, waitFor, type Backend, type Running } from './helpers/net.js';
-import { encodeV1 } from '../src/proxy-protocol.js';
+import { readdirSync } from 'node:fs';
+import { closedWithin, connect, readLine, sleep, startBackend, waitFor, type Backend } from './helpers/net.js';
+import { testCerts } from './helpers/certs.js';
+import { captureClientHello } from './helpers/client-hello.js';
+import { backendFor, lbFor } from './helpers/lb.js';
+import { seedFrom, seededRandom } from './helpers/random.js';
+import { encodeV1 } from '../src/proxy-protocol/index.js';
 import { ClientHelloReader } from '../src/tls/client-hello.js';
 
-const SCRIPT = fileURLToPath(new URL('../scripts/gen-test-certs.sh', import.meta.url));
-const CERTS = mkdtempSync(join(tmpdir(), 'l4lb-hostile-'));
-t.teardown(() => rmSync(CERTS, { recursive: true, force: true }));
-const gen = spawnSync('bash', [SCRIPT, CERTS], { encoding: 'utf8', timeout: 60_000 });
-if (gen.status !== 0) throw new Error(`gen-test-certs.sh failed: ${gen.stderr}`);
-const pair = (name: string) => ({ cert: join(CERTS, `${name}.crt`), key: join(CERTS, `${name}.key`) });
-const CA = readFileSync(join(CERTS, 'ca.crt'));
-const TERMINATE = { mode: 'terminate', certs: [pair('default.test'), pair('a.test')] };
+const certs = testCerts();
+const CA = certs.ca;
+const TERMINATE = { mode: 'terminate', certs: [certs.pair('default.test'), certs.pair('a.test')] };
 
-const seed = Number(process.env.HOSTILE_SEED ?? Date.now() % 2 ** 31);
-t.comment(`hostile seed ${seed} (rerun with HOSTILE_SEED=${seed})`);
-
-/** mulberry32: small, seedable, good enough to pick test cases. */
-function prng(s: number): () => number {
-  let a = s >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const seed = seedFrom(t, 'HOSTILE_SEED', 'hostile');
 
 function noop(): void {}
 
@@ -49,36 +31,12 @@ function openFds(): number {
 }
 
 /** A TLS echo server (the passthrough listener's backend) with a short handshake timeout of its own. */
-async function tlsEchoBackend(): Promise<Backend> {
-  const open = new Set<net.Socket>();
-  const server = tls.createServer({ ...readPair('default.test'), handshakeTimeout: 1_000 }, (s) => s.pipe(s));
-  const backend: Backend = {
-    port: 0,
-    address: '',
-    accepted: 0,
-    open,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of open) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-  server.on('connection', (s: net.Socket) => {
-    backend.accepted++;
-    open.add(s);
-    s.on('close', () => open.delete(s));
-    s.on('error', noop);
-  });
+function tlsEchoBackend(): Promise<Backend> {
+  const server = tls.createServer({ ...certs.pem('default.test'), handshakeTimeout: 1_000 }, (s) => s.pipe(s));
   // With a tlsClientError listener, closing the socket is up to us.
   server.on('tlsClientError', (_err: Error, s: tls.TLSSocket) => s.destroy());
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  return Object.assign(backend, { port, address: `127.0.0.1:${port}` });
-}
-
-function readPair(name: string): { cert: Buffer; key: Buffer } {
-  const p = pair(name);
-  return { cert: readFileSync(p.cert), key: readFileSync(p.key) };
+  // The TCP side is startBackend's (counted, closed with it); the TLS server only handshakes.
+  return startBackend((s) => server.emit('connection', s));
 }
 
 /** A real TLS client: handshake (certificate verified), a line echoed through, close. */
@@ -114,71 +72,9 @@ async function plainEcho(port: number, header?: Buffer): Promise<string> {
   }
 }
 
-/** Whether `buf` holds a complete first handshake message. */
-function helloComplete(buf: Buffer): boolean {
-  let payload = Buffer.alloc(0);
-  for (let p = 0; p + 5 <= buf.length; ) {
-    const len = buf.readUInt16BE(p + 3);
-    if (p + 5 + len > buf.length) return false;
-    payload = Buffer.concat([payload, buf.subarray(p + 5, p + 5 + len)]);
-    p += 5 + len;
-    if (payload.length >= 4 && payload.length >= 4 + payload.readUIntBE(1, 3)) return true;
-  }
-  return false;
-}
-
-/** The bytes Node's TLS client sends first (a real ClientHello with SNI a.test). */
-async function captureClientHello(): Promise<Buffer> {
-  const server = net.createServer();
-  const hello = new Promise<Buffer>((resolve) => {
-    server.on('connection', (socket) => {
-      socket.on('error', noop);
-      let buf = Buffer.alloc(0);
-      socket.on('data', (d: Buffer) => {
-        buf = Buffer.concat([buf, d]);
-        if (helloComplete(buf)) {
-          resolve(buf);
-          socket.destroy();
-        }
-      });
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const client = tls.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, servername: 'a.test', rejectUnauthorized: false });
-  client.on('error', noop);
-  try {
-    return await hello;
-  } finally {
-    client.destroy();
-    server.close();
-  }
-}
-
 /** Connect; resolves with the socket once connected (errors swallowed from then on). */
 function open(port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    s.on('error', noop);
-    s.once('connect', () => {
-      s.off('close', onClose);
-      resolve(s);
-    });
-    const onClose = (): void => reject(new Error('connect failed'));
-    s.once('close', onClose);
-  });
-}
-
-/** Resolves true when the socket closes within `ms`, false otherwise. */
-function closesWithin(s: net.Socket, ms: number): Promise<boolean> {
-  if (s.destroyed) return Promise.resolve(true);
-  s.resume();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    s.once('close', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
+  return connect(port).then((s) => s.on('error', noop));
 }
 
 /** Run `jobs` with at most `limit` at a time. */
@@ -203,13 +99,8 @@ function pools(echo: Backend, tlsEcho?: Backend) {
   ];
 }
 
-async function lbWith(t: { teardown(fn: () => unknown): void }, raw: unknown): Promise<Running> {
-  const lb = await startL4lb(raw);
-  t.teardown(() => lb.stop());
-  return lb;
-}
-
-const HELLO = await captureClientHello();
+// A real ClientHello with SNI a.test.
+const HELLO = await captureClientHello({ servername: 'a.test' });
 t.comment(`captured ClientHello: ${HELLO.length} bytes`);
 
 // ---------------------------------------------------------------------------
@@ -217,9 +108,8 @@ t.comment(`captured ClientHello: ${HELLO.length} bytes`);
 t.test('a thousand idle TLS clients are closed at the handshake deadline while a real client is served', async (t) => {
   const HANDSHAKE_MS = 1_000;
   const N = 1_000;
-  const echo = await echoBackend();
-  t.teardown(() => echo.close());
-  const lb = await lbWith(t, {
+  const echo = await backendFor(t);
+  const lb = await lbFor(t, {
     log: { access: false },
     listeners: [{ name: 'tls', bind: '127.0.0.1:0', pool: 'echo', tls: TERMINATE, timeouts: { handshake: `${HANDSHAKE_MS}ms` } }],
     pools: pools(echo),
@@ -374,20 +264,18 @@ async function garbage(port: number, kind: ListenerKind, rnd: () => number): Pro
       case 'hold':
         break;
     }
-    return { outcome: (await closesWithin(s, 5_000)) ? 'closed' : 'stuck', what };
+    return { outcome: (await closedWithin(s, 5_000)) ? 'closed' : 'stuck', what };
   } finally {
     s.destroy();
   }
 }
 
-t.test('2,000 garbage connections each to plain, TLS terminate, TLS passthrough and accept_proxy listeners', async (t) => {
+t.test('2,000 garbage connections each to plain, TLS terminate, TLS passthrough and accept_proxy listeners are all closed, real clients stay served, no descriptor leaks', async (t) => {
   const PER_LISTENER = 2_000;
-  const echo = await echoBackend();
-  t.teardown(() => echo.close());
-  const tlsEcho_ = await tlsEchoBackend();
-  t.teardown(() => tlsEcho_.close());
+  const echo = await backendFor(t);
+  const tlsEcho_ = await backendFor(t, tlsEchoBackend());
   const handshake = { handshake: '500ms' };
-  const lb = await lbWith(t, {
+  const lb = await lbFor(t, {
     log: { access: false },
     listeners: [
       { name: 'plain', bind: '127.0.0.1:0', pool: 'echo' },
@@ -421,7 +309,7 @@ t.test('2,000 garbage connections each to plain, TLS terminate, TLS passthrough 
   for (let i = 0; i < PER_LISTENER * kinds.length; i++) {
     const kind = kinds[i % kinds.length]!;
     // One generator per connection: the same seed gives the same connections whatever order they run in.
-    const rnd = prng((seed + i * 0x9e3779b1) >>> 0);
+    const rnd = seededRandom((seed + i * 0x9e3779b1) >>> 0);
     jobs.push(async () => ({ kind, ...(await garbage(ports[kind], kind, rnd)) }));
   }
   let peak = 0;
@@ -463,7 +351,7 @@ async function trickle(port: number, bytes: Buffer, everyMs: number, capMs: numb
     if (i < bytes.length && !s.destroyed) s.write(bytes.subarray(i, ++i));
   }, everyMs);
   try {
-    if (!(await closesWithin(s, capMs))) throw new Error(`still open after ${capMs} ms (${i} bytes sent)`);
+    if (!(await closedWithin(s, capMs))) throw new Error(`still open after ${capMs} ms (${i} bytes sent)`);
     return Date.now() - started;
   } finally {
     clearInterval(timer);
@@ -472,12 +360,10 @@ async function trickle(port: number, bytes: Buffer, everyMs: number, capMs: numb
 }
 
 t.test('slowloris: a header trickled one byte every 200 ms is cut off at the 1 s handshake deadline', async (t) => {
-  const echo = await echoBackend();
-  t.teardown(() => echo.close());
-  const tlsEcho_ = await tlsEchoBackend();
-  t.teardown(() => tlsEcho_.close());
+  const echo = await backendFor(t);
+  const tlsEcho_ = await backendFor(t, tlsEchoBackend());
   const handshake = { handshake: '1s' };
-  const lb = await lbWith(t, {
+  const lb = await lbFor(t, {
     log: { access: true },
     listeners: [
       { name: 'proxy', bind: '127.0.0.1:0', pool: 'echo', accept_proxy: true, trusted_proxies: ['127.0.0.0/8'], timeouts: handshake },

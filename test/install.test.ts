@@ -25,7 +25,7 @@ function l4lb(dest: string, args: string[]): { status: number | null; stdout: st
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-t.test('install.sh --help', async (t) => {
+t.test('install.sh --help prints the usage; an unknown argument is a usage error', async (t) => {
   const r = spawnSync('bash', [SCRIPT, '--help'], { encoding: 'utf8' });
   t.equal(r.status, 0);
   t.match(r.stdout, /DESTDIR/);
@@ -33,7 +33,7 @@ t.test('install.sh --help', async (t) => {
   t.equal(bad.status, 2, 'an unknown argument is a usage error');
 });
 
-t.test('install.sh into a DESTDIR, twice', { timeout: 300_000 }, async (t) => {
+t.test('install.sh installs into a DESTDIR, and a second run keeps the configuration and the token and replaces the application', { timeout: 300_000 }, async (t) => {
   const dest = mkdtempSync(join(tmpdir(), 'l4lb-install-'));
   t.teardown(() => rmSync(dest, { recursive: true, force: true }));
 
@@ -45,7 +45,7 @@ t.test('install.sh into a DESTDIR, twice', { timeout: 300_000 }, async (t) => {
   t.match(first.stdout, /systemctl enable --now l4lb/);
 
   const app = join(dest, 'opt/l4lb');
-  for (const f of ['bin/l4lb.js', 'dist/cli.js', 'package.json', 'package-lock.json', 'LICENSE', 'README.md', 'conf/l4lb.schema.json']) {
+  for (const f of ['bin/l4lb.js', 'dist/cli/main.js', 'package.json', 'package-lock.json', 'LICENSE', 'README.md', 'conf/l4lb.schema.json']) {
     t.ok(existsSync(join(app, f)), `opt/l4lb/${f}`);
   }
   t.ok(statSync(join(app, 'bin/l4lb.js')).mode & 0o111, 'bin/l4lb.js is executable (its shebang carries the heap flag)');

@@ -14,9 +14,9 @@
  * $L4LB_TEST_HAPROXY choose other binaries). Every wait is bounded and
  * every child process is killed in teardown.
  */
-import net from 'node:net';
 import t, { type Test } from 'tap';
-import { closed, connect, echoBackend, readLine, sleep, startL4lb, type Backend, type Running } from './helpers/net.js';
+import { closed, readLine, sleep, type Running } from './helpers/net.js';
+import { backendFor, clientFor, lbFor } from './helpers/lb.js';
 import { HAPROXY_PREAMBLE, readIfExists, requirePeer, startHaproxy, startNginx, waitForText } from './helpers/peers.js';
 import { proxyBackend } from './helpers/proxy-backend.js';
 
@@ -29,26 +29,6 @@ function config(server: string, pool: Record<string, unknown> = {}, listener: Re
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p', ...listener }],
     pools: [{ name: 'p', balance: 'round_robin', timeouts: { connect: '5s' }, servers: [{ name: 'peer', address: server }], ...pool }],
   };
-}
-
-async function lbFor(t: Test, raw: unknown): Promise<Running> {
-  const lb = await startL4lb(raw);
-  t.teardown(() => lb.stop());
-  return lb;
-}
-
-async function backendFor<B extends Backend>(t: Test, started: Promise<B>): Promise<B> {
-  const b = await started;
-  t.teardown(() => b.close());
-  return b;
-}
-
-/** Connects from 127.0.0.77; returns the socket and its local port. */
-async function clientFrom77(t: Test, port: number): Promise<{ socket: net.Socket; lport: number }> {
-  const socket = await connect(port, CLIENT_IP);
-  socket.on('error', () => {});
-  t.teardown(() => socket.destroy());
-  return { socket, lport: socket.localPort! };
 }
 
 const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -91,7 +71,8 @@ server {
     // The probe expects nginx's "ok", which nginx sends only after accepting the header.
     const lb = await lbFor(t, config(`127.0.0.1:${nginx.port}`, { proxy_protocol: version, health: { interval: '200ms', timeout: '3s', fall: 1, expect: 'ok' } }));
 
-    const { socket, lport } = await clientFrom77(t, lb.port());
+    const socket = await clientFor(t, lb.port(), CLIENT_IP);
+    const { lport } = socket;
     t.equal(await readLine(socket, 10_000), 'ok', 'nginx answered through l4lb');
     await closed(socket, 10_000);
     const log = (): string => readIfExists(nginx.file('access.log'));
@@ -115,7 +96,7 @@ for (const version of VERSIONS) {
     const bin = requirePeer(t, 'haproxy');
     if (bin === undefined) return;
     t.comment(bin.version);
-    const echo = await backendFor(t, echoBackend());
+    const echo = await backendFor(t);
     const haproxy = await startHaproxy(
       t,
       bin,
@@ -135,7 +116,8 @@ backend be
       config(`127.0.0.1:${haproxy.port}`, { proxy_protocol: version, health: { interval: '200ms', timeout: '3s', fall: 1, send: 'PING\r\n', expect: 'PING' } }),
     );
 
-    const { socket, lport } = await clientFrom77(t, lb.port());
+    const socket = await clientFor(t, lb.port(), CLIENT_IP);
+    const { lport } = socket;
     socket.write('hello haproxy\n');
     t.equal(await readLine(socket, 10_000), 'hello haproxy', 'echoed through l4lb and HAProxy');
     socket.end();
@@ -177,7 +159,8 @@ ${sender.extra}    log-format "sent src=%[src] src_port=%[src_port]"
 `,
     );
 
-    const { socket, lport } = await clientFrom77(t, haproxy.port);
+    const socket = await clientFor(t, haproxy.port, CLIENT_IP);
+  const { lport } = socket;
     socket.write('through haproxy and l4lb\n');
     t.equal(await readLine(socket, 10_000), 'through haproxy and l4lb', 'echoed by the backend behind both');
     const conn = await backend.waitForConn(
@@ -223,7 +206,8 @@ listen front
     server direct ${backend.address} send-proxy-v2 proxy-v2-options crc32c,unique-id
 `,
   );
-  const { socket, lport } = await clientFrom77(t, haproxy.port);
+  const socket = await clientFor(t, haproxy.port, CLIENT_IP);
+  const { lport } = socket;
   socket.write('x\n');
   t.equal(await readLine(socket, 10_000), 'x', 'echoed through HAProxy');
   const conn = await backend.waitForConn((c) => c.header?.source?.address === CLIENT_IP, 10_000, "HAProxy's header");

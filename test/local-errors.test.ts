@@ -7,15 +7,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type net from 'node:net';
 import t, { type Test } from 'tap';
-import { ROOT, startCli, writeConfig } from './helpers/cli.js';
+import { ROOT, cliFor } from './helpers/cli.js';
 import { freePort } from './helpers/peers.js';
-import { closed, connect, echoBackend, readLine, sleep, waitFor, type Backend } from './helpers/net.js';
-
-async function backendFor(t: Test): Promise<Backend> {
-  const b = await echoBackend();
-  t.teardown(() => b.close());
-  return b;
-}
+import { closed, connect, readLine, sleep, waitFor, type Backend } from './helpers/net.js';
+import { backendFor } from './helpers/lb.js';
+import { jsonLines, type LogLine } from './helpers/logs.js';
 
 /** A client that got an echo of its line: served. Null when l4lb closed it instead. */
 async function served(t: Test, port: number): Promise<net.Socket | null> {
@@ -45,23 +41,26 @@ t.test('under ulimit -n 96, clients beyond the descriptor budget get local_error
   const a = await backendFor(t);
   const b = await backendFor(t);
   const adminPort = await freePort();
-  const { file, cleanup } = writeConfig({
-    admin: { listen: `127.0.0.1:${adminPort}` },
-    log: { level: 'info', access: true },
-    listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
-    pools: [
-      {
-        name: 'p',
-        // close: the review saw established sessions closed when EMFILE marked their server down.
-        on_server_down: 'close',
-        health: { interval: '200ms', timeout: '1s', fall: 1, rise: 1 },
-        servers: [{ address: a.address }, { address: b.address }],
-      },
-    ],
-  });
-  t.teardown(cleanup);
-  const child = await startCli(file, [], process.env, { fdLimit: 96 });
-  t.teardown(() => child.kill());
+  const child = await cliFor(
+    t,
+    {
+      admin: { listen: `127.0.0.1:${adminPort}` },
+      log: { level: 'info', access: true },
+      listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
+      pools: [
+        {
+          name: 'p',
+          // close: the review saw established sessions closed when EMFILE marked their server down.
+          on_server_down: 'close',
+          health: { interval: '200ms', timeout: '1s', fall: 1, rise: 1 },
+          servers: [{ address: a.address }, { address: b.address }],
+        },
+      ],
+    },
+    [],
+    process.env,
+    { fdLimit: 96 },
+  );
   const port = child.port('front');
 
   const established: net.Socket[] = [];
@@ -148,18 +147,10 @@ async function startFiller(t: Test, raw: unknown): Promise<Filler & { port: numb
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   t.teardown(() => proc.kill('SIGKILL'));
-  const lines: Array<Record<string, unknown>> = [];
-  let partial = '';
+  const lines: LogLine[] = [];
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  proc.stdout!.on('data', (d: Buffer) => {
-    partial += d.toString();
-    let i;
-    while ((i = partial.indexOf('\n')) >= 0) {
-      lines.push(JSON.parse(partial.slice(0, i)) as Record<string, unknown>);
-      partial = partial.slice(i + 1);
-    }
-  });
+  proc.stdout!.on('data', jsonLines(lines));
   const waitLine = async (msg: string): Promise<Record<string, unknown>> => {
     await waitFor(() => lines.some((l) => l.msg === msg), 10_000, `"${msg}" from the child (stderr: ${stderr})`);
     return lines.find((l) => l.msg === msg)!;

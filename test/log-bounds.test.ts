@@ -5,21 +5,10 @@
  * a log that stdout does not take is bounded: lines are dropped and counted.
  */
 import { spawn } from 'node:child_process';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { ROOT } from './helpers/cli.js';
-import { closed, connect, echoBackend, readLine, startL4lb, waitFor, type Backend, type Running } from './helpers/net.js';
-
-async function lbFor(t: Test, raw: unknown): Promise<Running> {
-  const lb = await startL4lb(raw);
-  t.teardown(() => lb.stop());
-  return lb;
-}
-
-async function backendFor(t: Test): Promise<Backend> {
-  const b = await echoBackend();
-  t.teardown(() => b.close());
-  return b;
-}
+import { closed, connect, readLine, waitFor, type Backend, type Running } from './helpers/net.js';
+import { backendFor, lbFor } from './helpers/lb.js';
 
 function config(backend: Backend, listener: Record<string, unknown>): Record<string, unknown> {
   return {

@@ -11,9 +11,11 @@
 import net from 'node:net';
 import t, { type Test } from 'tap';
 import { buildModel } from '../src/config/load.js';
-import { ipv6NetworkKey } from '../src/net/cidr.js';
+import { ipv6NetworkKey } from '../src/net/ip.js';
 import { PerSourceTable } from '../src/protect/per-source.js';
-import { connect, namedBackend, readLine, startL4lb, waitFor, type Running } from './helpers/net.js';
+import { seededRandom } from './helpers/random.js';
+import { connect, namedBackend, readLine, waitFor, type Running } from './helpers/net.js';
+import { backendFor, lbFor } from './helpers/lb.js';
 
 // ---------------------------------------------------------------------------
 // The table
@@ -74,23 +76,11 @@ t.test('an entry whose bucket is still refilling is kept: churn cannot reset a c
   t.ok(table.admit('203.0.113.1'), 'the other sources\' buckets are full again: one is forgotten to make room');
 });
 
-/** Small deterministic PRNG (mulberry32), so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 t.test('random churn over 300 sources and 100 slots never exceeds max_connections or the token bucket for any source', async (t) => {
   const MAX = 3;
   const RATE = 4;
   for (const seed of [1, 2, 3, 42]) {
-    const rnd = prng(seed);
+    const rnd = seededRandom(seed);
     let now = 0;
     const table = new PerSourceTable({ maxConnections: MAX, connectRate: RATE }, { maxSources: 100, now: () => now });
     const open = new Map<string, number>();
@@ -221,14 +211,12 @@ t.test('ipv6NetworkKey: one key per network whatever the spelling, never an IPv4
 // End to end: client addresses named by PROXY headers from a trusted 127.0.0.1
 
 async function lbWith(t: Test, listeners: Record<string, unknown>[]): Promise<Running> {
-  const backend = await namedBackend('ok');
-  t.teardown(() => backend.close());
-  const lb = await startL4lb({
+  const backend = await backendFor(t, namedBackend('ok'));
+  const lb = await lbFor(t, {
     log: { level: 'debug', access: true },
     listeners: listeners.map((l) => ({ bind: '127.0.0.1:0', pool: 'p', accept_proxy: true, trusted_proxies: ['127.0.0.0/8'], ...l })),
     pools: [{ name: 'p', servers: [{ address: backend.address }], health: { interval: '1h' } }],
   });
-  t.teardown(() => lb.stop());
   return lb;
 }
 
@@ -280,8 +268,7 @@ t.test('through PROXY headers: ipv6_prefix 128 counts each IPv6 address, 48 a wh
 });
 
 t.test('a reload keeps the per-source counts when nothing changed, and regroups when ipv6_prefix changes', async (t) => {
-  const backend = await namedBackend('ok');
-  t.teardown(() => backend.close());
+  const backend = await backendFor(t, namedBackend('ok'));
   const raw = (prefix: number) => ({
     log: { level: 'debug', access: true },
     listeners: [
@@ -289,8 +276,7 @@ t.test('a reload keeps the per-source counts when nothing changed, and regroups 
     ],
     pools: [{ name: 'p', servers: [{ address: backend.address }], health: { interval: '1h' } }],
   });
-  const lb = await startL4lb(raw(64));
-  t.teardown(() => lb.stop());
+  const lb = await lbFor(t, raw(64));
   const port = lb.port();
   t.equal(await as(t, port, '2001:db8:1:2::1'), 'served');
   await lb.app.reload(await buildModel(raw(64)));

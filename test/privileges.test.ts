@@ -23,9 +23,11 @@ import {
 } from '../src/config/secret-file.js';
 import { buildModel } from '../src/config/load.js';
 import { lookupUser, rereadReport } from '../src/runtime/privileges.js';
-import { echoBackend, readLine } from './helpers/net.js';
+import { readLine } from './helpers/net.js';
+import { backendFor } from './helpers/lb.js';
 import { runCli, startCli, writeConfig } from './helpers/cli.js';
-import { inCi } from './helpers/peers.js';
+import { generateTestCerts } from './helpers/certs.js';
+import { need } from './helpers/requirements.js';
 
 const nobody = lookupUser('nobody');
 
@@ -35,11 +37,7 @@ function nobodyGroup(): string {
 
 /** Root is needed to keep copies and to become another user: skip with the reason locally, fail in CI. */
 function requireRoot(t: Test): boolean {
-  if (process.getuid?.() === 0 && nobody !== undefined) return true;
-  const reason = nobody === undefined ? 'user nobody does not exist' : 'needs root to drop privileges';
-  if (inCi()) t.fail(`${reason} (CI runs as root)`);
-  else t.plan(0, reason);
-  return false;
+  return need(t, process.getuid?.() === 0 && nobody !== undefined ? null : nobody === undefined ? 'user nobody does not exist' : 'needs root to drop privileges');
 }
 
 /** Run `fn` with the effective identity of nobody (groups too), then return to root. */
@@ -234,8 +232,7 @@ t.test('check with user: names each secret file the user cannot re-read, with th
 /** Serial certificates: a.test root-only (kept), b.test readable by the user (re-read). */
 function makeCerts(t: Test, dir: string): void {
   const certs = join(dir, 'certs');
-  const gen = spawnSync('bash', [new URL('../scripts/gen-test-certs.sh', import.meta.url).pathname, certs], { encoding: 'utf8', timeout: 60_000 });
-  if (gen.status !== 0) throw new Error(`gen-test-certs.sh failed: ${gen.stderr}`);
+  generateTestCerts(certs);
   chmodSync(certs, 0o755);
   chmodSync(join(certs, 'a.test.crt'), 0o600);
   chmodSync(join(certs, 'a.test.key'), 0o600);
@@ -286,8 +283,7 @@ function servedFingerprint(port: number, servername: string): Promise<string> {
 
 t.test('run with user: nobody and a root-only token, certificate and key: SIGHUP reloads, the token still works, TLS still serves, a readable certificate is re-read', async (t) => {
   if (!requireRoot(t)) return;
-  const backend = await echoBackend();
-  t.teardown(() => backend.close());
+  const backend = await backendFor(t);
   const { file: config, cleanup } = writeConfig({
     user: 'nobody',
     log: { level: 'info', access: false },

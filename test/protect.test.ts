@@ -1,21 +1,19 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import net from 'node:net';
-import { closed, connect, namedBackend, readLine, sleep, startL4lb, waitFor, whoAnswers } from './helpers/net.js';
-import { encodeV1 } from '../src/proxy-protocol.js';
+import { closed, connect, namedBackend, readLine, sleep, waitFor, whoAnswers } from './helpers/net.js';
+import { backendFor, lbFor } from './helpers/lb.js';
+import { encodeV1 } from '../src/proxy-protocol/index.js';
 import { PerSourceTable } from '../src/protect/per-source.js';
 
-async function setup(t: Tap, listener: Record<string, unknown>) {
-  const backend = await namedBackend('ok');
-  t.teardown(() => backend.close());
-  const lb = await startL4lb({
+async function setup(t: Test, listener: Record<string, unknown>) {
+  const backend = await backendFor(t, namedBackend('ok'));
+  const lb = await lbFor(t, {
     log: { level: 'debug', access: true },
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p', ...listener }],
     pools: [{ name: 'p', servers: [{ address: backend.address }], health: { interval: '1h' } }],
   });
-  t.teardown(() => lb.stop());
   return { backend, lb };
 }
-type Tap = typeof t;
 
 /** Connect and report whether the backend answered ("served") or the connection was closed. */
 async function outcome(port: number, localAddress?: string, host = '127.0.0.1'): Promise<'served' | 'closed'> {
@@ -50,15 +48,13 @@ t.test('allow: only listed networks; deny wins over allow', async (t) => {
   t.equal(await outcome(lb.port(), '127.0.1.20'), 'closed', 'outside the allowed range');
 });
 
-t.test('IPv6 ::1 rules', async (t) => {
-  const backend = await namedBackend('ok');
-  t.teardown(() => backend.close());
+t.test('deny and allow rules for ::1 apply on an IPv6 listener', async (t) => {
+  const backend = await backendFor(t, namedBackend('ok'));
   const make = async (listener: Record<string, unknown>) => {
-    const lb = await startL4lb({
+    const lb = await lbFor(t, {
       listeners: [{ name: 'v6', bind: '[::1]:0', pool: 'p', ...listener }],
       pools: [{ name: 'p', servers: [{ address: backend.address }], health: { interval: '1h' } }],
     });
-    t.teardown(() => lb.stop());
     return lb;
   };
   const denied = await make({ deny: ['::1/128'] });

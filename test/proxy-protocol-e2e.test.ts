@@ -17,8 +17,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import t, { type Test } from 'tap';
-import { closed, connect, namedBackend, readLine, sleep, startBackend, startL4lb, waitFor, type Backend, type Running } from './helpers/net.js';
+import t from 'tap';
+import { closed, countingEcho, namedBackend, readBytes, readLine, sleep, startBackend, waitFor } from './helpers/net.js';
+import { accessLine, accessLines, backendFor, clientFor, lbFor } from './helpers/lb.js';
 import { proxyBackend, type ProxiedConnection } from './helpers/proxy-backend.js';
 
 const CLIENT_IP = '127.0.0.77';
@@ -50,45 +51,7 @@ function config({ servers, listener = {}, pool = {} }: ConfigParts) {
   };
 }
 
-async function lbFor(t: Test, raw: unknown): Promise<Running> {
-  const lb = await startL4lb(raw);
-  t.teardown(() => lb.stop());
-  return lb;
-}
 
-async function backendFor<B extends Backend>(t: Test, started: Promise<B>): Promise<B> {
-  const b = await started;
-  t.teardown(() => b.close());
-  return b;
-}
-
-/** A connected client socket and its local port (which Node forgets once the socket is closed). */
-type Client = net.Socket & { readonly lport: number };
-
-/** A connected client that is destroyed in teardown and never throws on reset. */
-async function client(t: Test, port: number, localAddress?: string): Promise<Client> {
-  const s = await connect(port, localAddress);
-  s.on('error', () => {});
-  t.teardown(() => s.destroy());
-  return Object.assign(s, { lport: s.localPort! });
-}
-
-function accessLines(lb: Running): Array<Record<string, unknown>> {
-  return lb.lines.filter((l) => l.msg === 'connection');
-}
-
-/** Waits for the access-log line of the connection whose client is `clientText`. */
-async function accessLine(lb: Running, clientText: string, timeoutMs = 10_000): Promise<Record<string, unknown>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const line = accessLines(lb).find((l) => l.client === clientText);
-    if (line) return line;
-    if (Date.now() > deadline) {
-      throw new Error(`no access-log line for client ${clientText} within ${timeoutMs}ms; lines: ${JSON.stringify(accessLines(lb))}`);
-    }
-    await sleep(20);
-  }
-}
 
 /** `PROXY TCP4 src dst sport dport\r\n`, by hand (spec section 2.1). */
 function v1Header(src: string, sport: number, dst: string, dport: number): Buffer {
@@ -109,43 +72,6 @@ function v2Header(src: string, sport: number, dst: string, dport: number): Buffe
   return b;
 }
 
-/** Reads exactly `n` bytes (rejects on close or after `timeoutMs`). */
-function readBytes(socket: net.Socket, n: number, timeoutMs = 20_000): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const parts: Buffer[] = [];
-    let got = 0;
-    const timer = setTimeout(() => done(new Error(`only ${got} of ${n} bytes within ${timeoutMs}ms`)), timeoutMs);
-    const onData = (d: Buffer): void => {
-      parts.push(d);
-      got += d.length;
-      if (got >= n) done();
-    };
-    const onClose = (): void => done(new Error(`closed after ${got} of ${n} bytes`));
-    function done(err?: Error): void {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('close', onClose);
-      if (err) reject(err);
-      else resolve(Buffer.concat(parts));
-    }
-    socket.on('data', onData);
-    socket.on('close', onClose);
-  });
-}
-
-/** A backend that echoes and counts every byte it receives (health probes of a plain pool send none). */
-async function countingEcho(t: Test): Promise<Backend & { bytes(): number }> {
-  let bytes = 0;
-  const b = await backendFor(
-    t,
-    startBackend((s) => {
-      s.on('data', (d: Buffer) => (bytes += d.length));
-      s.pipe(s);
-    }),
-  );
-  return Object.assign(b, { bytes: () => bytes });
-}
-
 const fromClient = (port: () => number | undefined) => (c: ProxiedConnection) =>
   c.header?.source?.address === CLIENT_IP && c.header.source.port === port();
 
@@ -156,7 +82,7 @@ for (const version of ['v1', 'v2'] as const) {
   t.test(`pool proxy_protocol ${version}: the backend's header names 127.0.0.77 and the listener's port, then 256 KiB arrive unchanged`, async (t) => {
     const backend = await backendFor(t, proxyBackend());
     const lb = await lbFor(t, config({ servers: [backend.address], pool: { proxy_protocol: version } }));
-    const c = await client(t, lb.port(), CLIENT_IP);
+    const c = await clientFor(t, lb.port(), CLIENT_IP);
     const payload = randomBytes(256 * 1024);
     c.write(payload);
     const echoed = await readBytes(c, payload.length);
@@ -190,7 +116,7 @@ for (const [name, build] of [
   t.test(`accept_proxy: a ${name} header naming ${HEADER_IP}:${HEADER_PORT}, then data: echoed, and the access log's client is the header's`, async (t) => {
     const backend = await backendFor(t, startBackend((s) => s.pipe(s)));
     const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'] } }));
-    const c = await client(t, lb.port());
+    const c = await clientFor(t, lb.port());
     c.write(Buffer.concat([build(HEADER_IP, HEADER_PORT, '127.0.0.1', lb.port()), Buffer.from('hello through l4lb\n')]));
     t.equal(await readLine(c, 10_000), 'hello through l4lb', 'the data after the header reached the echo backend and came back');
     c.end();
@@ -205,7 +131,7 @@ for (const [name, build] of [
 t.test('accept_proxy + pool v2: the backend sees the client and destination from the incoming header', async (t) => {
   const backend = await backendFor(t, proxyBackend());
   const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'] }, pool: { proxy_protocol: 'v2' } }));
-  const c = await client(t, lb.port(), CLIENT_IP);
+  const c = await clientFor(t, lb.port(), CLIENT_IP);
   c.write(Buffer.concat([v1Header(HEADER_IP, HEADER_PORT, '198.51.100.10', 443), Buffer.from('payload\n')]));
   t.equal(await readLine(c, 10_000), 'payload');
   const conn = await backend.waitForConn((x) => x.header?.command === 'PROXY' && x.header.source?.address === HEADER_IP, 10_000, 'the relayed header');
@@ -224,7 +150,7 @@ t.test('accept_proxy + pool v1: PROXY UNKNOWN and v2 LOCAL mean "use the real co
     ['PROXY UNKNOWN', Buffer.from('PROXY UNKNOWN\r\n')],
     ['v2 LOCAL', local],
   ] as const) {
-    const c = await client(t, lb.port(), CLIENT_IP);
+    const c = await clientFor(t, lb.port(), CLIENT_IP);
     c.write(Buffer.concat([header, Buffer.from(`${what}\n`)]));
     t.equal(await readLine(c, 10_000), what, `${what}: served`);
     const conn = await backend.waitForConn(fromClient(() => c.lport), 10_000, `${what}: the relayed header`);
@@ -255,7 +181,7 @@ t.test('accept_proxy + pool v1: an IPv6 header source goes onward as TCP6; an IP
     },
   ];
   for (const k of cases) {
-    const c = await client(t, lb.port());
+    const c = await clientFor(t, lb.port());
     c.write(`${k.line}ipv6\n`);
     t.equal(await readLine(c, 10_000), 'ipv6', `${k.source}: served`);
     const port = Number(k.log.split(':').pop());
@@ -277,7 +203,7 @@ for (const [name, build] of [
   t.test(`accept_proxy: a ${name} header sent one byte per write, its last byte in the same write as the first data`, async (t) => {
     const backend = await backendFor(t, startBackend((s) => s.pipe(s)));
     const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'] } }));
-    const c = await client(t, lb.port());
+    const c = await clientFor(t, lb.port());
     c.setNoDelay(true);
     const header = build(HEADER_IP, HEADER_PORT, '127.0.0.1', lb.port());
     for (let i = 0; i < header.length - 1; i++) {
@@ -299,10 +225,10 @@ for (const [name, build] of [
 // (c) rejections
 
 t.test('trusted_proxies [127.0.0.2/32]: a valid header from 127.0.0.1 is closed unread, logged proxy_header_error; 127.0.0.2 is served', async (t) => {
-  const backend = await countingEcho(t);
+  const backend = await backendFor(t, countingEcho());
   const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.2/32'] } }));
 
-  const bad = await client(t, lb.port(), '127.0.0.1');
+  const bad = await clientFor(t, lb.port(), '127.0.0.1');
   bad.write(Buffer.concat([v1Header(HEADER_IP, HEADER_PORT, '127.0.0.1', lb.port()), Buffer.from('must not pass\n')]));
   const ms = await closed(bad, 5_000);
   t.comment(`untrusted peer closed after ${ms}ms`);
@@ -311,17 +237,17 @@ t.test('trusted_proxies [127.0.0.2/32]: a valid header from 127.0.0.1 is closed 
   t.equal(line.server, null, 'no server was picked');
   t.equal(line.connect_ms, null, 'no backend connection was made');
 
-  const good = await client(t, lb.port(), '127.0.0.2');
+  const good = await clientFor(t, lb.port(), '127.0.0.2');
   good.write(Buffer.concat([v1Header(HEADER_IP, HEADER_PORT, '127.0.0.1', lb.port()), Buffer.from('trusted\n')]));
   t.equal(await readLine(good, 10_000), 'trusted', 'the trusted proxy is served');
   good.end();
   await closed(good, 10_000);
   t.equal((await accessLine(lb, `${HEADER_IP}:${HEADER_PORT}`)).termination, 'client_close', 'access log: the trusted connection as the header client');
-  t.equal(backend.bytes(), 'trusted\n'.length, 'the backend received the trusted payload and not one byte of the untrusted one');
+  t.equal(backend.received, 'trusted\n'.length, 'the backend received the trusted payload and not one byte of the untrusted one');
 });
 
 t.test('garbage instead of a header: closed, logged proxy_header_error, nothing reaches the backend; the next valid connection works', async (t) => {
-  const backend = await countingEcho(t);
+  const backend = await backendFor(t, countingEcho());
   const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'] } }));
   const garbage: Array<[string, Buffer]> = [
     ['an HTTP request', Buffer.from('GET / HTTP/1.1\r\nHost: example\r\n\r\n')],
@@ -331,24 +257,24 @@ t.test('garbage instead of a header: closed, logged proxy_header_error, nothing 
     ['the v2 signature with version 3', Buffer.concat([Buffer.from('0d0a0d0a000d0a515549540a', 'hex'), Buffer.from([0x31, 0x11, 0, 12]), Buffer.alloc(12)])],
   ];
   for (const [what, bytes] of garbage) {
-    const c = await client(t, lb.port());
+    const c = await clientFor(t, lb.port());
     c.write(bytes);
     const ms = await closed(c, 5_000);
     const line = await accessLine(lb, `127.0.0.1:${c.lport}`);
     t.equal(line.termination, 'proxy_header_error', `${what}: closed after ${ms}ms, logged proxy_header_error`);
     t.equal(line.server, null, `${what}: no server picked`);
   }
-  const ok = await client(t, lb.port());
+  const ok = await clientFor(t, lb.port());
   ok.write(Buffer.concat([v2Header(HEADER_IP, HEADER_PORT, '127.0.0.1', lb.port()), Buffer.from('after garbage\n')]));
   t.equal(await readLine(ok, 10_000), 'after garbage', 'the next valid connection is served');
   ok.end();
   await closed(ok, 10_000);
   await sleep(100);
-  t.equal(backend.bytes(), 'after garbage\n'.length, 'only the valid connection\'s payload reached the backend');
+  t.equal(backend.received, 'after garbage\n'.length, 'only the valid connection\'s payload reached the backend');
 });
 
 t.test('timeouts.handshake 300ms: no header, a partial header, or a trickle are all closed after about 300ms', async (t) => {
-  const backend = await countingEcho(t);
+  const backend = await backendFor(t, countingEcho());
   const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'], timeouts: { handshake: '300ms' } } }));
   const cases: Array<[string, (c: net.Socket) => void]> = [
     ['nothing sent', () => {}],
@@ -368,7 +294,7 @@ t.test('timeouts.handshake 300ms: no header, a partial header, or a trickle are 
     ],
   ];
   for (const [what, act] of cases) {
-    const c = await client(t, lb.port());
+    const c = await clientFor(t, lb.port());
     c.setNoDelay(true);
     act(c);
     const ms = await closed(c, 5_000);
@@ -377,11 +303,11 @@ t.test('timeouts.handshake 300ms: no header, a partial header, or a trickle are 
     t.equal(line.termination, 'proxy_header_error', `${what}: logged proxy_header_error`);
   }
   await sleep(100);
-  t.equal(backend.bytes(), 0, 'no byte reached the backend');
+  t.equal(backend.received, 0, 'no byte reached the backend');
 });
 
 t.test('a FIN before the header is complete: closed at once (not held to the deadline); partial header = proxy_header_error, nothing sent = client_close', async (t) => {
-  const backend = await countingEcho(t);
+  const backend = await backendFor(t, countingEcho());
   const lb = await lbFor(t, config({ servers: [backend.address], listener: { accept_proxy: true, trusted_proxies: ['127.0.0.0/8'], timeouts: { handshake: '10s' } } }));
   const cases: Array<[string, Buffer, string]> = [
     ['half a v1 header, then FIN', Buffer.from('PROXY TCP4 203.0.113.7 '), 'proxy_header_error'],
@@ -389,14 +315,14 @@ t.test('a FIN before the header is complete: closed at once (not held to the dea
     ['nothing, then FIN (a TCP health check)', Buffer.alloc(0), 'client_close'],
   ];
   for (const [what, bytes, termination] of cases) {
-    const c = await client(t, lb.port());
+    const c = await clientFor(t, lb.port());
     c.end(bytes);
     const ms = await closed(c, 5_000);
     t.ok(ms < 3_000, `${what}: closed after ${ms}ms (handshake deadline 10s)`);
     const line = await accessLine(lb, `127.0.0.1:${c.lport}`);
     t.equal(line.termination, termination, `${what}: logged ${termination}`);
   }
-  t.equal(backend.bytes(), 0, 'no byte reached the backend');
+  t.equal(backend.received, 0, 'no byte reached the backend');
 });
 
 // ---------------------------------------------------------------------------
@@ -414,7 +340,7 @@ t.test("source_hash hashes the header's client: the same header source from 127.
     }),
   );
   const ask = async (real: string, src: string): Promise<string> => {
-    const c = await client(t, lb.port(), real);
+    const c = await clientFor(t, lb.port(), real);
     c.write(v1Header(src, 40000, '127.0.0.1', lb.port()));
     const name = await readLine(c, 10_000);
     c.destroy();

@@ -7,14 +7,14 @@
  * the count. The long run: `npx tsc && node scripts/fuzz-proxy-protocol.js 5000000 <seed>`.
  */
 import t from 'tap';
-import { ProxyHeaderError, ProxyHeaderParser } from '../src/proxy-protocol.js';
+import { ProxyHeaderError, ProxyHeaderParser } from '../src/proxy-protocol/index.js';
 // @ts-ignore -- plain JS harness without type declarations
 import { runFuzz, referenceParse, crc32cBitwise } from '../scripts/fuzz-proxy-protocol.js';
 
 const seed = process.env.FUZZ_SEED !== undefined ? Number(process.env.FUZZ_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
 const iterations = Math.max(100_000, Number(process.env.FUZZ_ITERATIONS ?? 100_000));
 
-t.test('reference validator sanity (guards the guard)', async (t) => {
+t.test('the reference validator gets known cases right (guards the guard)', async (t) => {
   t.equal(crc32cBitwise(Buffer.from('123456789')), 0xe3069283, 'CRC32C check value');
   t.equal(referenceParse(Buffer.from('PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nx')).kind, 'valid');
   t.equal(referenceParse(Buffer.from('PROXY TCP4 1.2.3.04 5.6.7.8 1 2\r\n')).kind, 'invalid');
@@ -24,7 +24,7 @@ t.test('reference validator sanity (guards the guard)', async (t) => {
   t.equal(referenceParse(Buffer.from('GET / HTTP/1.1\r\n')).kind, 'invalid');
 });
 
-t.test(`fuzz: ${iterations} cases, seed ${seed}`, async (t) => {
+t.test(`the parser agrees with the reference validator on ${iterations} fuzzed cases (seed ${seed})`, async (t) => {
   t.comment(`FUZZ_SEED=${seed}`);
   const r = runFuzz({ ProxyHeaderParser, ProxyHeaderError }, { iterations, seed });
   const rate = Math.round((r.iterations / r.elapsedMs) * 1000);

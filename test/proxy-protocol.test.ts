@@ -24,7 +24,6 @@ import {
   encodeV1Local,
   encodeV1Unknown,
   encodeV2,
-  normalizeAddress,
   parseProxyHeader,
   PP2_CLIENT_CERT_CONN,
   PP2_CLIENT_SSL,
@@ -33,7 +32,8 @@ import {
   type ProxyHeader,
   type ProxyHeaderErrorReason,
   V2_SIGNATURE,
-} from '../src/proxy-protocol.js';
+} from '../src/proxy-protocol/index.js';
+import { canonicalIp } from '../src/net/ip.js';
 import { L4lbError } from '../src/errors.js';
 
 const SIG = '0d0a0d0a000d0a515549540a';
@@ -100,7 +100,7 @@ function v2(verCmd: number, fam: number, bodyHex: string): Buffer {
 
 const V4_BODY = '01020304 05060708 0005 0050'; // 1.2.3.4:5 → 5.6.7.8:80
 
-t.test('CRC32C', async (t) => {
+t.test('CRC32C matches the check value, the RFC 3720 vectors and a bitwise reference', async (t) => {
   t.equal(crc32c(ascii('123456789')), 0xe3069283, 'check value');
   // RFC 3720 appendix B.4 vectors
   t.equal(crc32c(Buffer.alloc(32)), 0x8a9136aa, '32 zero bytes');
@@ -111,22 +111,22 @@ t.test('CRC32C', async (t) => {
   t.equal(crc32c(data), crc32cSlow(data), 'table-driven == bitwise');
 });
 
-t.test('normalizeAddress', async (t) => {
-  t.equal(normalizeAddress('1.2.3.4'), '1.2.3.4');
-  t.equal(normalizeAddress('::ffff:1.2.3.4'), '1.2.3.4');
-  t.equal(normalizeAddress('::FFFF:102:304'), '1.2.3.4');
-  t.equal(normalizeAddress('2001:0DB8:0:0:0:0:0:1'), '2001:db8::1');
-  t.equal(normalizeAddress('1:0:0:2:0:0:0:3'), '1:0:0:2::3', 'longest zero run');
-  t.equal(normalizeAddress('1:0:0:2:0:0:3:4'), '1::2:0:0:3:4', 'first of equal runs');
-  t.equal(normalizeAddress('1:0:2:3:4:5:6:7'), '1:0:2:3:4:5:6:7', 'a single zero group stays');
-  t.equal(normalizeAddress('fe80::1%eth0'), 'fe80::1', 'zone id dropped');
-  t.equal(normalizeAddress('::'), '::');
-  t.equal(normalizeAddress('64:ff9b::1.2.3.4'), '64:ff9b::102:304');
-  t.equal(normalizeAddress('localhost'), undefined);
-  t.equal(normalizeAddress('01.2.3.4'), undefined);
+t.test('addresses come out in one text form (canonicalIp, shared with all of l4lb)', async (t) => {
+  t.equal(canonicalIp('1.2.3.4'), '1.2.3.4');
+  t.equal(canonicalIp('::ffff:1.2.3.4'), '1.2.3.4');
+  t.equal(canonicalIp('::FFFF:102:304'), '1.2.3.4');
+  t.equal(canonicalIp('2001:0DB8:0:0:0:0:0:1'), '2001:db8::1');
+  t.equal(canonicalIp('1:0:0:2:0:0:0:3'), '1:0:0:2::3', 'longest zero run');
+  t.equal(canonicalIp('1:0:0:2:0:0:3:4'), '1::2:0:0:3:4', 'first of equal runs');
+  t.equal(canonicalIp('1:0:2:3:4:5:6:7'), '1:0:2:3:4:5:6:7', 'a single zero group stays');
+  t.equal(canonicalIp('fe80::1%eth0'), 'fe80::1', 'zone id dropped');
+  t.equal(canonicalIp('::'), '::');
+  t.equal(canonicalIp('64:ff9b::1.2.3.4'), '64:ff9b::102:304');
+  t.equal(canonicalIp('localhost'), undefined);
+  t.equal(canonicalIp('01.2.3.4'), undefined);
 });
 
-t.test('v1 encoder', async (t) => {
+t.test('the v1 encoder writes the spec lines, IPv4-mapped addresses as TCP4', async (t) => {
   t.equal(
     encodeV1({ address: '192.168.0.1', port: 56324 }, { address: '192.168.0.11', port: 443 }).toString('latin1'),
     'PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n',
@@ -181,7 +181,7 @@ t.test('v1 probe line (encodeV1Local) carries the probe socket addresses', async
   );
 });
 
-t.test('v2 encoder: byte vectors', async (t) => {
+t.test('the v2 encoder writes the expected bytes', async (t) => {
   const v4 = encodeV2({ command: 'PROXY', src: { address: '1.2.3.4', port: 5 }, dst: { address: '5.6.7.8', port: 80 } });
   t.same(v4, hex(`${SIG} 21 11 000c ${V4_BODY}`), 'TCP over IPv4');
   const v6 = encodeV2({ command: 'PROXY', src: { address: '2001:db8::1', port: 12345 }, dst: { address: '::1', port: 443 } });
@@ -205,7 +205,7 @@ t.test('v2 encoder: byte vectors', async (t) => {
   t.same(V2_SIGNATURE, hex(SIG));
 });
 
-t.test('v2 encoder: TLVs (length field includes them)', async (t) => {
+t.test('the v2 encoder writes TLVs and counts them in the length field', async (t) => {
   const h = encodeV2({
     command: 'PROXY',
     src: { address: '1.2.3.4', port: 5 },
@@ -262,7 +262,7 @@ t.test('v2 encoder: TLVs (length field includes them)', async (t) => {
   t.throws(() => encodeV2({ command: 'PROXY', src: { address: '1.2.3.4', port: 70000 }, dst: { address: '1.2.3.4', port: 1 } }), RangeError);
 });
 
-t.test('v2 encoder: CRC32C', async (t) => {
+t.test('the v2 encoder writes a CRC32C TLV over the header, which the parser verifies', async (t) => {
   const h = encodeV2({ command: 'LOCAL', tlvs: { crc32c: true } });
   t.equal(h.length, 16 + 7);
   t.same(h.subarray(12, 19), hex('20 00 0007 03 0004'));
@@ -281,7 +281,7 @@ t.test('v2 encoder: CRC32C', async (t) => {
   t.equal(parsed.tlvs.crc32c, full.readUInt32BE(full.length - 4), 'parser verifies and reports it');
 });
 
-t.test('v1 parser: valid lines', async (t) => {
+t.test('the v1 parser accepts valid lines', async (t) => {
   const a = parse(ascii('PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.1\r\n'));
   t.same(a.header, {
     version: 1,
@@ -311,7 +311,7 @@ t.test('v1 parser: valid lines', async (t) => {
   t.equal(parse(ascii('PROXY TCP4 0.0.0.0 255.255.255.255 0 0\r\n')).header.destination?.address, '255.255.255.255');
 });
 
-t.test('v1 parser: every rejection rule', async (t) => {
+t.test('the v1 parser enforces every rejection rule', async (t) => {
   rejects(t, 'GET / HTTP/1.1\r\n', 'bad_signature');
   rejects(t, 'PROXX TCP4', 'bad_signature');
   rejects(t, 'PROXY\tTCP4', 'bad_signature');
@@ -373,7 +373,7 @@ t.test('v1 parser rejects as soon as a prefix cannot match', async (t) => {
   t.equal(at(`PROXY UNKNOWN ${'x'.repeat(100)}`), 106, 'the 107th byte without CRLF');
 });
 
-t.test('v2 parser: valid headers', async (t) => {
+t.test('the v2 parser accepts valid headers', async (t) => {
   const a = parse(Buffer.concat([hex(`${SIG} 21 11 000c ${V4_BODY}`), ascii('hello')]));
   t.same(a.header, {
     version: 2,
@@ -405,7 +405,7 @@ t.test('v2 parser: valid headers', async (t) => {
   t.equal(parse(readme).header.command, 'LOCAL');
 });
 
-t.test('v2 parser: TLVs', async (t) => {
+t.test('the v2 parser reads TLVs', async (t) => {
   const h = parse(
     v2(
       0x21,
@@ -461,7 +461,7 @@ t.test('v2 parser: TLVs', async (t) => {
   }, 'encoder → parser round trip');
 });
 
-t.test('v2 parser: CRC32C good and bad', async (t) => {
+t.test('the v2 parser accepts a good CRC32C and rejects a bad one', async (t) => {
   const good = encodeV2({ command: 'PROXY', src: { address: '1.2.3.4', port: 5 }, dst: { address: '5.6.7.8', port: 80 }, tlvs: { authority: 'x', crc32c: true } });
   t.ok(parse(good).header.tlvs.crc32c !== undefined, 'good CRC accepted');
 
@@ -479,7 +479,7 @@ t.test('v2 parser: CRC32C good and bad', async (t) => {
   rejects(t, tamperedAddress, 'v2_crc_mismatch');
 });
 
-t.test('v2 parser: every rejection rule', async (t) => {
+t.test('the v2 parser enforces every rejection rule', async (t) => {
   const sig = hex(SIG);
   rejects(t, Buffer.concat([sig.subarray(0, 5), hex('ff')]), 'bad_signature');
   rejects(t, hex('0d0a0d0a000d0a5155495454'), 'bad_signature');
@@ -528,7 +528,7 @@ t.test('v2 parser rejects as soon as a prefix cannot match', async (t) => {
   t.equal(at(v2(0x21, 0x11, '00')), 15, 'bad length: at the length field');
 });
 
-t.test('parser state rules', async (t) => {
+t.test('the parser checks its size limit, its errors are sticky, and a push after done is a caller bug', async (t) => {
   t.throws(() => new ProxyHeaderParser({ maxHeaderBytes: 10 }), RangeError);
   t.throws(() => new ProxyHeaderParser({ maxHeaderBytes: 70000 }), RangeError);
   t.throws(() => new ProxyHeaderParser({ maxHeaderBytes: 100.5 }), RangeError);
@@ -575,7 +575,7 @@ function feed(pieces: Buffer[]): { header: ProxyHeader; rest: Buffer; maxBuffere
   throw new Error('need_more after all pieces');
 }
 
-t.test('split delivery: every split point, every 3-way split, one byte at a time; rest preserved', async (t) => {
+t.test('a header split at every point, in every 3-way split or one byte at a time parses the same, the rest preserved', async (t) => {
   const trailer = Buffer.concat([ascii('\r\n\r\n\x00 client bytes '), hex(SIG)]); // looks like headers, must pass through untouched
   const cases = {
     v1: ascii('PROXY TCP6 2001:db8::1 ::ffff:10.0.0.1 56324 443\r\n'),
@@ -616,7 +616,7 @@ t.test('split delivery: every split point, every 3-way split, one byte at a time
   }
 });
 
-t.test('cross-check: our encoder → proxy-protocol-js parser (plain headers, where it is right)', async (t) => {
+t.test('proxy-protocol-js parses what our encoder writes (plain headers, where it is right)', async (t) => {
   let seed = 12345;
   const rnd = (n: number): number => {
     seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
@@ -634,8 +634,8 @@ t.test('cross-check: our encoder → proxy-protocol-js parser (plain headers, wh
     const theirs1 = V1ProxyProtocol.parse(line);
     if (
       theirs1.inetProtocol !== (six ? INETProtocol.TCP6 : INETProtocol.TCP4) ||
-      theirs1.source.ipAddress !== normalizeAddress(src.address) ||
-      theirs1.destination.ipAddress !== normalizeAddress(dst.address) ||
+      theirs1.source.ipAddress !== canonicalIp(src.address) ||
+      theirs1.destination.ipAddress !== canonicalIp(dst.address) ||
       theirs1.source.port !== src.port ||
       theirs1.destination.port !== dst.port ||
       theirs1.data !== ''
@@ -669,7 +669,7 @@ function normalizeAddressToHex(a: string): string {
   return groups.map((g) => g.padStart(4, '0')).join('');
 }
 
-t.test('cross-check: proxy-protocol-js builder → our parser (plain headers, where it is right)', async (t) => {
+t.test('our parser reads what proxy-protocol-js builds (plain headers, where it is right)', async (t) => {
   const line = new V1ProxyProtocol(INETProtocol.TCP4, new Peer('127.0.0.77', 40000), new Peer('127.0.0.1', 5432)).build();
   t.match(parse(ascii(line)).header, { source: { address: '127.0.0.77', port: 40000 }, destination: { address: '127.0.0.1', port: 5432 } });
   const line6 = new V1ProxyProtocol(INETProtocol.TCP6, new Peer('2001:db8::1', 1), new Peer('::1', 65535), 'tail').build();
@@ -695,7 +695,7 @@ t.test('cross-check: proxy-protocol-js builder → our parser (plain headers, wh
   t.same(parse(Buffer.from(local)).header, { version: 2, command: 'LOCAL', tlvs: { raw: [] }, length: 16 });
 });
 
-t.test('proxy-protocol-js gaps we cover (documented in TOOLCHAIN.md)', async (t) => {
+t.test('our parser covers the gaps of proxy-protocol-js (documented in TOOLCHAIN.md)', async (t) => {
   // Their v1 parser accepts an octet over 255 and port 99999; ours rejects both.
   t.doesNotThrow(() => V1ProxyProtocol.parse('PROXY TCP4 999.1.1.1 1.1.1.1 99999 1\r\n'));
   rejects(t, 'PROXY TCP4 999.1.1.1 1.1.1.1 1 1\r\n', 'v1_bad_address');

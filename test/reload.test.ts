@@ -3,16 +3,10 @@ import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { buildModel } from '../src/config/load.js';
 import { reloadFromFile } from '../src/runtime/reload.js';
-import { connect, namedBackend, readLine, sleep, startL4lb, waitFor, whoAnswers, type Backend } from './helpers/net.js';
-import { startCli, writeConfig } from './helpers/cli.js';
-import { pino } from 'pino';
-
-async function backends(t: Tap, names: string[]): Promise<Backend[]> {
-  const list = await Promise.all(names.map((n) => namedBackend(n)));
-  t.teardown(() => Promise.all(list.map((b) => b.close())));
-  return list;
-}
-type Tap = typeof t;
+import { connect, echoes, readLine, sleep, waitFor, whoAnswers } from './helpers/net.js';
+import { cliFor, writeConfig } from './helpers/cli.js';
+import { lbFor, namedBackendsFor } from './helpers/lb.js';
+import { collectingLogger } from './helpers/logs.js';
 
 function config(servers: Array<{ name: string; address: string }>, extraListeners: unknown[] = [], balance = 'round_robin') {
   return {
@@ -22,16 +16,9 @@ function config(servers: Array<{ name: string; address: string }>, extraListener
   };
 }
 
-/** Send a line and read it echoed back (named backends echo after their name line). */
-async function echo(s: net.Socket, text: string): Promise<string> {
-  s.write(`${text}\n`);
-  return readLine(s);
-}
-
 t.test('reload keeps the listener socket, open connections, server state; adds servers and listeners', async (t) => {
-  const [a, b, c] = await backends(t, ['a', 'b', 'c']);
-  const lb = await startL4lb(config([{ name: 'a', address: a!.address }, { name: 'b', address: b!.address }]));
-  t.teardown(() => lb.stop());
+  const [a, b, c] = await namedBackendsFor(t, ['a', 'b', 'c']);
+  const lb = await lbFor(t, config([{ name: 'a', address: a!.address }, { name: 'b', address: b!.address }]));
   const port = lb.port('front');
   const pool = lb.app.pools.get('p')!;
   const serverB = pool.server('b')!;
@@ -55,7 +42,7 @@ t.test('reload keeps the listener socket, open connections, server state; adds s
   t.same(summary.listenersKept, ['front']);
   t.same(summary.listenersAdded, ['extra']);
   t.equal(lb.port('front'), port, 'the front listener kept its socket and port');
-  t.equal(await echo(held, 'still here'), 'still here', `the open connection (on ${heldOn}) still works`);
+  t.equal(await echoes(held, 'still here'), 'still here', `the open connection (on ${heldOn}) still works`);
   const newPool = lb.app.pools.get('p')!;
   t.equal(newPool.server('b'), serverB, 'server b is the same object: health, counters and connections carried over');
   t.equal(newPool.server('b')!.admin, 'drain', 'admin state survives the reload');
@@ -66,11 +53,11 @@ t.test('reload keeps the listener socket, open connections, server state; adds s
 });
 
 t.test('removed listeners stop accepting while their connections finish; removed servers keep open connections', async (t) => {
-  const [a, b] = await backends(t, ['a', 'b']);
-  const lb = await startL4lb(
+  const [a, b] = await namedBackendsFor(t, ['a', 'b']);
+  const lb = await lbFor(
+    t,
     config([{ name: 'a', address: a!.address }, { name: 'b', address: b!.address }], [{ name: 'old', bind: '127.0.0.1:0', pool: 'p' }]),
   );
-  t.teardown(() => lb.stop());
   const oldPort = lb.port('old');
   const onOld = await connect(oldPort);
   t.teardown(() => onOld.destroy());
@@ -87,17 +74,16 @@ t.test('removed listeners stop accepting while their connections finish; removed
 
   const summary = await lb.app.reload(await buildModel(config([{ name: 'a', address: a!.address }])));
   t.same(summary.listenersRemoved, ['old']);
-  t.equal(await echo(onOld, 'old listener'), 'old listener', 'a connection on the removed listener keeps working');
-  t.equal(await echo(onB!, 'removed server'), 'removed server', 'a connection to the removed server keeps working');
+  t.equal(await echoes(onOld, 'old listener'), 'old listener', 'a connection on the removed listener keeps working');
+  t.equal(await echoes(onB!, 'removed server'), 'removed server', 'a connection to the removed server keeps working');
   await t.rejects(connect(oldPort), { code: 'ECONNREFUSED' }, 'the removed listener no longer accepts');
   for (let i = 0; i < 4; i++) t.equal(await whoAnswers(lb.port('front')), 'a', 'new connections avoid the removed server');
   t.ok(lb.app.connections >= 2, 'the open connections are still counted');
 });
 
 t.test('no connection is refused while reloads happen', async (t) => {
-  const [a, b] = await backends(t, ['a', 'b']);
-  const lb = await startL4lb(config([{ name: 'a', address: a!.address }]));
-  t.teardown(() => lb.stop());
+  const [a, b] = await namedBackendsFor(t, ['a', 'b']);
+  const lb = await lbFor(t, config([{ name: 'a', address: a!.address }]));
   const port = lb.port('front');
   const models = [
     await buildModel(config([{ name: 'a', address: a!.address }, { name: 'b', address: b!.address }])),
@@ -129,11 +115,9 @@ t.test('no connection is refused while reloads happen', async (t) => {
 });
 
 t.test('a bad file is rejected: every problem logged, the running configuration stays', async (t) => {
-  const [a] = await backends(t, ['a']);
-  const lb = await startL4lb(config([{ name: 'a', address: a!.address }]));
-  t.teardown(() => lb.stop());
-  const lines: Array<Record<string, unknown>> = [];
-  const logger = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) });
+  const [a] = await namedBackendsFor(t, ['a']);
+  const lb = await lbFor(t, config([{ name: 'a', address: a!.address }]));
+  const { logger, lines } = collectingLogger('info');
   const { file, cleanup } = writeConfig({ listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'nope' }], pools: [{ name: 'p', servers: [{ address: 'x' }] }] });
   t.teardown(cleanup);
   const before = lb.app.model;
@@ -147,21 +131,18 @@ t.test('a bad file is rejected: every problem logged, the running configuration 
 });
 
 t.test('SIGHUP on the real process: a good file reloads, a bad one is refused and serving continues', async (t) => {
-  const [a, b] = await backends(t, ['a', 'b']);
-  const { file, cleanup } = writeConfig(config([{ name: 'a', address: a!.address }]));
-  t.teardown(cleanup);
-  const lb = await startCli(file);
-  t.teardown(() => lb.kill());
+  const [a, b] = await namedBackendsFor(t, ['a', 'b']);
+  const lb = await cliFor(t, config([{ name: 'a', address: a!.address }]));
   const port = lb.port('front');
   t.equal(await whoAnswers(port), 'a');
 
-  writeFileSync(file, JSON.stringify(config([{ name: 'b', address: b!.address }])));
+  writeFileSync(lb.file, JSON.stringify(config([{ name: 'b', address: b!.address }])));
   lb.proc.kill('SIGHUP');
   await lb.waitForLine((l) => l.msg === 'configuration reloaded');
   await waitFor(() => true);
   t.equal(await whoAnswers(port), 'b', 'the new pool serves, on the same port');
 
-  writeFileSync(file, '{ "listeners": [ broken');
+  writeFileSync(lb.file, '{ "listeners": [ broken');
   lb.proc.kill('SIGHUP');
   await lb.waitForLine((l) => l.msg === 'reload failed; the running configuration is unchanged');
   t.equal(await whoAnswers(port), 'b', 'still serving the last good configuration');
@@ -170,9 +151,8 @@ t.test('SIGHUP on the real process: a good file reloads, a bad one is refused an
 });
 
 t.test('listener counters forget servers a reload removed once their connections close (they no longer grow with every reload)', async (t) => {
-  const [a, b, c] = await backends(t, ['a', 'b', 'c']);
-  const lb = await startL4lb(config([{ name: 'a', address: a!.address }, { name: 'b', address: b!.address }]));
-  t.teardown(() => lb.stop());
+  const [a, b, c] = await namedBackendsFor(t, ['a', 'b', 'c']);
+  const lb = await lbFor(t, config([{ name: 'a', address: a!.address }, { name: 'b', address: b!.address }]));
   const stats = lb.app.listeners[0]!.stats;
   const open = new Map<string, net.Socket>();
   for (let i = 0; i < 2; i++) {
@@ -197,5 +177,5 @@ t.test('listener counters forget servers a reload removed once their connections
   open.get('b')!.destroy();
   await waitFor(() => !names().includes('b'), 3_000, 'b to be forgotten once its connection closed');
   t.same(names(), ['a'], 'the removed server is forgotten');
-  t.equal(await echo(open.get('a')!, 'still'), 'still', 'the other connection is untouched');
+  t.equal(await echoes(open.get('a')!, 'still'), 'still', 'the other connection is untouched');
 });

@@ -12,8 +12,9 @@ import t from 'tap';
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { buildModel } from '../src/config/load.js';
-import { startCli, writeConfig } from './helpers/cli.js';
-import { closed, connect, namedBackend, readLine, sleep, startL4lb, waitFor, whoAnswers, type Backend } from './helpers/net.js';
+import { cliFor, startCli, writeConfig } from './helpers/cli.js';
+import { closed, connect, readLine, sleep, startL4lb, waitFor, whoAnswers } from './helpers/net.js';
+import { lbFor, namedBackendsFor } from './helpers/lb.js';
 
 // Node itself catches SIGTERM and SIGINT from its first instant (to restore the
 // terminal, then die): the SIGHUP handler is the sign that l4lb's are in place
@@ -32,13 +33,6 @@ function catches(pid: number, signal: number): boolean {
 
 const alive = (proc: ChildProcess): boolean => proc.exitCode === null && proc.signalCode === null;
 
-async function backends(t: Tap, names: string[]): Promise<Backend[]> {
-  const list = await Promise.all(names.map((n) => namedBackend(n)));
-  t.teardown(() => Promise.all(list.map((b) => b.close())));
-  return list;
-}
-type Tap = typeof t;
-
 function config(server: string, extraListeners: unknown[] = []) {
   return {
     log: { level: 'info', access: true },
@@ -48,7 +42,7 @@ function config(server: string, extraListeners: unknown[] = []) {
 }
 
 t.test('SIGHUP from the moment a handler exists until "started" neither kills l4lb nor is lost: it reloads once running', async (t) => {
-  const [a] = await backends(t, ['a']);
+  const [a] = await namedBackendsFor(t, ['a']);
   const { file, cleanup } = writeConfig(config(a!.address));
   t.teardown(cleanup);
   let started = false;
@@ -87,7 +81,7 @@ t.test('SIGHUP from the moment a handler exists until "started" neither kills l4
 });
 
 t.test('a SIGTERM during start stops l4lb once start has finished, exit 0', async (t) => {
-  const [a] = await backends(t, ['a']);
+  const [a] = await namedBackendsFor(t, ['a']);
   const { file, cleanup } = writeConfig(config(a!.address));
   t.teardown(cleanup);
   let sent = false;
@@ -112,7 +106,7 @@ t.test('a SIGTERM during start stops l4lb once start has finished, exit 0', asyn
 });
 
 t.test('a second SIGTERM during start exits at once with status 1', async (t) => {
-  const [a] = await backends(t, ['a']);
+  const [a] = await namedBackendsFor(t, ['a']);
   const { file, cleanup } = writeConfig(config(a!.address));
   t.teardown(cleanup);
   let proc: ChildProcess | undefined;
@@ -143,16 +137,13 @@ t.test('a second SIGTERM during start exits at once with status 1', async (t) =>
 });
 
 t.test('a second SIGTERM closes a connection on a listener a reload removed, and l4lb exits', async (t) => {
-  const [a] = await backends(t, ['a']);
-  const { file, cleanup } = writeConfig(config(a!.address, [{ name: 'old', bind: '127.0.0.1:0', pool: 'p' }]));
-  t.teardown(cleanup);
-  const lb = await startCli(file, ['--drain-timeout', '60s'], process.env, { untraced: true });
-  t.teardown(() => lb.kill());
+  const [a] = await namedBackendsFor(t, ['a']);
+  const lb = await cliFor(t, config(a!.address, [{ name: 'old', bind: '127.0.0.1:0', pool: 'p' }]), ['--drain-timeout', '60s'], process.env, { untraced: true });
   const onOld = await connect(lb.port('old'));
   t.teardown(() => onOld.destroy());
   t.equal(await readLine(onOld), 'a');
 
-  writeFileSync(file, JSON.stringify(config(a!.address)));
+  writeFileSync(lb.file, JSON.stringify(config(a!.address)));
   lb.proc.kill('SIGHUP');
   await lb.waitForLine((l) => l.msg === 'configuration reloaded');
   t.match(lb.lines.find((l) => l.msg === 'configuration reloaded'), { listeners_removed: ['old'] });
@@ -175,7 +166,7 @@ t.test('a second SIGTERM closes a connection on a listener a reload removed, and
 });
 
 t.test('App.destroy() ends sessions on current and retired listeners, stops probes, closes the admin server; a second call is the same', async (t) => {
-  const [a] = await backends(t, ['a']);
+  const [a] = await namedBackendsFor(t, ['a']);
   const raw = (extra: unknown[]) => ({
     admin: { listen: '127.0.0.1:0' },
     log: { level: 'info', access: true },
@@ -214,8 +205,8 @@ t.test('App.destroy() ends sessions on current and retired listeners, stops prob
 });
 
 t.test('a graceful stop in progress ends at once when destroy() is called', async (t) => {
-  const [a] = await backends(t, ['a']);
-  const lb = await startL4lb(config(a!.address));
+  const [a] = await namedBackendsFor(t, ['a']);
+  const lb = await lbFor(t, config(a!.address));
   const s = await connect(lb.port('front'));
   t.teardown(() => s.destroy());
   await readLine(s);

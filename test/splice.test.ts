@@ -1,7 +1,8 @@
 import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { closed, connect, echoBackend, startBackend, startL4lb, sleep } from './helpers/net.js';
+import { closed, connect, startBackend, sleep } from './helpers/net.js';
+import { backendFor, lbFor } from './helpers/lb.js';
 
 function config(servers: string[], extra: Record<string, unknown> = {}) {
   return {
@@ -12,10 +13,8 @@ function config(servers: string[], extra: Record<string, unknown> = {}) {
 }
 
 t.test('20 MB of random bytes go through l4lb to an echo backend and come back unchanged', async (t) => {
-  const backend = await echoBackend();
-  t.teardown(() => backend.close());
-  const lb = await startL4lb(config([backend.address]));
-  t.teardown(() => lb.stop());
+  const backend = await backendFor(t);
+  const lb = await lbFor(t, config([backend.address]));
 
   const payload = randomBytes(20 * 1024 * 1024);
   const sent = createHash('sha256').update(payload).digest('hex');
@@ -35,19 +34,20 @@ t.test('20 MB of random bytes go through l4lb to an echo backend and come back u
 
 t.test('half-close: the client FIN reaches the backend, whose reply after EOF still arrives', async (t) => {
   // This backend answers only once the client has finished sending.
-  const backend = await startBackend(
-    (s) => {
-      let size = 0;
-      s.on('data', (d: Buffer) => (size += d.length));
-      s.on('end', () => {
-        s.end(`received ${size} bytes; ${'x'.repeat(100_000)}`);
-      });
-    },
-    { allowHalfOpen: true },
+  const backend = await backendFor(
+    t,
+    startBackend(
+      (s) => {
+        let size = 0;
+        s.on('data', (d: Buffer) => (size += d.length));
+        s.on('end', () => {
+          s.end(`received ${size} bytes; ${'x'.repeat(100_000)}`);
+        });
+      },
+      { allowHalfOpen: true },
+    ),
   );
-  t.teardown(() => backend.close());
-  const lb = await startL4lb(config([backend.address]));
-  t.teardown(() => lb.stop());
+  const lb = await lbFor(t, config([backend.address]));
 
   const client = await connect(lb.port(), undefined, { allowHalfOpen: true });
   let reply = '';
@@ -64,11 +64,9 @@ t.test('half-close: the client FIN reaches the backend, whose reply after EOF st
 
 t.test('idle timeout closes both sides', async (t) => {
   let backendSocket: net.Socket | undefined;
-  const backend = await startBackend((s) => s.once('data', () => (backendSocket = s)));
-  t.teardown(() => backend.close());
+  const backend = await backendFor(t, startBackend((s) => s.once('data', () => (backendSocket = s))));
   const raw = config([backend.address], { timeouts: { idle: '300ms' } });
-  const lb = await startL4lb(raw);
-  t.teardown(() => lb.stop());
+  const lb = await lbFor(t, raw);
 
   const client = await connect(lb.port());
   client.on('error', () => {});
@@ -84,10 +82,8 @@ t.test('idle timeout closes both sides', async (t) => {
 t.test('errors on either side close both, through one teardown', async (t) => {
   // Health probes connect too: the client's backend socket is the one that receives data.
   let backendSocket: net.Socket | undefined;
-  const backend = await startBackend((s) => s.once('data', () => (backendSocket = s)));
-  t.teardown(() => backend.close());
-  const lb = await startL4lb(config([backend.address]));
-  t.teardown(() => lb.stop());
+  const backend = await backendFor(t, startBackend((s) => s.once('data', () => (backendSocket = s))));
+  const lb = await lbFor(t, config([backend.address]));
 
   const client = await connect(lb.port());
   client.on('error', () => {});

@@ -16,20 +16,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { PAGE_REFRESH_S } from '../src/admin/page.js';
-import { deadPort, namedBackend, startL4lb, waitFor } from './helpers/net.js';
+import { deadPort, waitFor } from './helpers/net.js';
+import { lbFor, namedBackendsFor } from './helpers/lb.js';
+import { need } from './helpers/requirements.js';
 
 const CHROMIUM = ['chromium', 'chromium-browser'].find((c) => spawnSync(c, ['--version'], { encoding: 'utf8' }).status === 0);
 
 function requireChromium(t: Test): string | undefined {
-  if (CHROMIUM !== undefined) return CHROMIUM;
-  const reason = 'Debian chromium is not installed (apt-get install chromium)';
-  if (process.env.CI) {
-    t.fail(`${reason}: required in CI`);
-  } else {
-    console.error(`# skipping the status page browser test: ${reason}`);
-    t.plan(0, reason);
-  }
-  return undefined;
+  return need(t, CHROMIUM === undefined ? 'Debian chromium is not installed (apt-get install chromium)' : null) ? CHROMIUM : undefined;
 }
 
 /** Headless Chromium with a fresh profile; resolves with its stdout. Killed after 60 s. */
@@ -67,10 +61,9 @@ t.test('the status page in headless Chromium shows every pool and server with it
   const bin = requireChromium(t);
   if (bin === undefined) return;
   const dir = t.testdir({ 'admin.token': 'page-test-token\n' });
-  const [a, b, spare] = await Promise.all([namedBackend('a'), namedBackend('b'), namedBackend('spare')]);
-  t.teardown(() => Promise.all([a.close(), b.close(), spare.close()]));
+  const [a, b, spare] = await namedBackendsFor(t, ['a', 'b', 'spare']);
   const dead = await deadPort();
-  const lb = await startL4lb({
+  const lb = await lbFor(t, {
     admin: { listen: '127.0.0.1:0', token_file: `${dir}/admin.token` },
     log: { level: 'info', access: false },
     listeners: [
@@ -100,7 +93,6 @@ t.test('the status page in headless Chromium shows every pool and server with it
       },
     ],
   });
-  t.teardown(() => lb.stop());
   const admin = `http://127.0.0.1:${lb.app.admin!.address()!.port}`;
   for (const [server, state] of [
     ['cache-drained', 'drain'],

@@ -3,21 +3,15 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, ROOT, rssOf, startCli, writeConfig, runCli } from './helpers/cli.js';
+import { BIN, ROOT, cliFor, rssOf, startCli, writeConfig, runCli } from './helpers/cli.js';
 import { namedBackend, sleep, waitFor, whoAnswers } from './helpers/net.js';
-import { freePort, inCi } from './helpers/peers.js';
+import { freePort } from './helpers/peers.js';
+import { backendFor } from './helpers/lb.js';
+import { need } from './helpers/requirements.js';
 
 /** A tool from Debian's systemd package (or python3): fail in CI when missing, else skip with the reason. */
 function requireTool(t: Test, tool: string): boolean {
-  if (spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0) return true;
-  const reason = `${tool} is not installed`;
-  if (inCi()) {
-    t.fail(`${reason}; it is required when CI is set`);
-  } else {
-    process.stderr.write(`# skipping "${t.name}": ${reason}\n`);
-    t.plan(0, reason);
-  }
-  return false;
+  return need(t, spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0 ? null : `${tool} is not installed`);
 }
 
 t.test('the unit files pass systemd-analyze verify with no warning', async (t) => {
@@ -48,7 +42,7 @@ while True:
     print(msg.decode().replace('\\n', ' '), flush=True)
 `;
 
-t.test('sd_notify: READY after binding, RELOADING/READY around a reload, STOPPING at shutdown', async (t) => {
+t.test('sd_notify sends READY after binding, RELOADING/READY around a reload and STOPPING at shutdown', async (t) => {
   if (!requireTool(t, 'python3') || !requireTool(t, 'systemd-notify')) return;
   const dir = mkdtempSync(join(tmpdir(), 'l4lb-notify-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -60,12 +54,8 @@ t.test('sd_notify: READY after binding, RELOADING/READY around a reload, STOPPIN
   receiver.stdout.on('data', (d: Buffer) => (received += d.toString()));
   await waitFor(() => received.includes('bound'), 5_000, 'the fake notify socket');
 
-  const backend = await namedBackend('a');
-  t.teardown(() => backend.close());
-  const { file, cleanup } = writeConfig({ listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }], pools: [{ name: 'p', servers: [{ address: backend.address }] }] });
-  t.teardown(cleanup);
-  const lb = await startCli(file, [], { ...process.env, NOTIFY_SOCKET: sock });
-  t.teardown(() => lb.kill());
+  const backend = await backendFor(t, namedBackend('a'));
+  const lb = await cliFor(t, { listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }], pools: [{ name: 'p', servers: [{ address: backend.address }] }] }, [], { ...process.env, NOTIFY_SOCKET: sock });
   await waitFor(() => /READY=1/.test(received), 5_000, 'READY=1');
   t.match(received, new RegExp(`MAINPID=${lb.proc.pid}`), 'the message names the main PID');
   t.match(received, /STATUS=serving 1 listener/, 'a STATUS line');
@@ -78,8 +68,7 @@ t.test('sd_notify: READY after binding, RELOADING/READY around a reload, STOPPIN
 
 t.test('socket activation: bind systemd:NAME uses the socket systemd passes', async (t) => {
   if (!requireTool(t, 'systemd-socket-activate')) return;
-  const backend = await namedBackend('activated');
-  t.teardown(() => backend.close());
+  const backend = await backendFor(t, namedBackend('activated'));
   const { file, cleanup } = writeConfig({
     listeners: [{ name: 'front', bind: 'systemd:front', pool: 'p' }],
     pools: [{ name: 'p', servers: [{ address: backend.address }] }],
@@ -113,15 +102,9 @@ t.test('bind systemd:NAME without socket activation fails at start with a clear 
   t.match(r.stderr, /listeners\[0\]\.bind: expected "systemd:NAME"/);
 });
 
-t.test('user: privileges are dropped after binding', async (t) => {
-  if (process.getuid?.() !== 0) {
-    const reason = 'needs root to drop privileges';
-    if (inCi()) t.fail(`${reason} (CI runs as root)`);
-    else t.plan(0, reason);
-    return;
-  }
-  const backend = await namedBackend('a');
-  t.teardown(() => backend.close());
+t.test('with user:, privileges are dropped after binding', async (t) => {
+  if (!need(t, process.getuid?.() === 0 ? null : 'needs root to drop privileges')) return;
+  const backend = await backendFor(t, namedBackend('a'));
   const { file, cleanup } = writeConfig({
     user: 'nobody',
     listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],

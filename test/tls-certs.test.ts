@@ -9,18 +9,17 @@ import { inspect } from 'node:util';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../src/errors.js';
 import { loadCertificates, type CertLoadResult, type CertStore } from '../src/tls/cert-store.js';
 import { SniRouter, sniPatternProblem } from '../src/tls/sni-routes.js';
-
-const SCRIPT = fileURLToPath(new URL('../scripts/gen-test-certs.sh', import.meta.url));
+import { generateTestCerts, opensslMissing } from './helpers/certs.js';
+import { skipUnlessCi } from './helpers/requirements.js';
 
 // ---------------------------------------------------------------------------
 // SniRouter (no certificates needed)
 // ---------------------------------------------------------------------------
 
-t.test('SniRouter: exact, wildcard, first match wins', async (t) => {
+t.test('SniRouter matches exact names and wildcards, and the first match wins', async (t) => {
   const r = new SniRouter([
     { sni: 'db.example.com', target: 'pg' },
     { sni: '*.cache.example.com', target: 'redis' },
@@ -64,7 +63,7 @@ t.test('SniRouter: order decides between overlapping wildcards', async (t) => {
   t.equal(exactFirst.match('a.example.com'), 'exact');
 });
 
-t.test('SniRouter: case, trailing dot, no SNI, malformed names', async (t) => {
+t.test('SniRouter ignores case and a trailing dot, and matches nothing for no SNI or a malformed name', async (t) => {
   const r = new SniRouter([
     { sni: 'DB.Example.COM.', target: 'pg' },
     { sni: '*.Wild.Test', target: 'wild' },
@@ -106,19 +105,12 @@ t.test('SniRouter: invalid patterns are config errors naming the route', async (
 // Certificates
 // ---------------------------------------------------------------------------
 
-const opensslMissing = ((): string | null => {
-  const r = spawnSync('openssl', ['version'], { encoding: 'utf8' });
-  if (r.error) return `openssl not runnable: ${r.error.message}`;
-  return r.status === 0 ? null : `openssl version exited ${r.status}`;
-})();
-const skipCerts = opensslMissing !== null && !process.env.CI ? opensslMissing : false;
-if (skipCerts) console.error(`# skipping the certificate tests: ${skipCerts}`);
+const skipCerts = skipUnlessCi(opensslMissing, 'the certificate tests');
 
-t.test('certificate store', { skip: skipCerts }, async (t) => {
+t.test('the certificate store loads, checks, selects and reloads certificates', { skip: skipCerts }, async (t) => {
   t.equal(opensslMissing, null, 'openssl is required when CI is set');
   const dir = t.testdir({});
-  const gen = spawnSync('bash', [SCRIPT, dir], { encoding: 'utf8', timeout: 60_000 });
-  t.equal(gen.status, 0, `gen-test-certs.sh: ${gen.stderr}`);
+  t.doesNotThrow(() => generateTestCerts(dir), 'gen-test-certs.sh');
   const f = (name: string): string => join(dir, name);
   const pair = (name: string): { cert: string; key: string } => ({ cert: f(`${name}.crt`), key: f(`${name}.key`) });
   const caPem = readFileSync(f('ca.crt'));
@@ -202,7 +194,7 @@ t.test('certificate store', { skip: skipCerts }, async (t) => {
     }
   }
 
-  await t.test('selection by SNI: exact, wildcard (one label), default', async (t) => {
+  await t.test('certificates are selected by SNI: exact, wildcard (one label), else the default', async (t) => {
     const { store, warnings } = await mustLoad([pair('default.test'), pair('a.test'), pair('b.test'), pair('wild.test')]);
     t.same(warnings, []);
     t.same(
@@ -231,7 +223,7 @@ t.test('certificate store', { skip: skipCerts }, async (t) => {
     t.equal((await servedCN(store, undefined)).cn, 'default.test', 'handshake without SNI');
   });
 
-  await t.test('context options: min version, client CA in every (SNI-switched) context', async (t) => {
+  await t.test('every context, SNI-switched ones too, carries the min version and the client CA', async (t) => {
     const { store } = await mustLoad([pair('default.test'), pair('a.test')], {
       clientCa: f('client-ca.crt'),
       context: { minVersion: 'TLSv1.3' },
@@ -253,7 +245,7 @@ t.test('certificate store', { skip: skipCerts }, async (t) => {
     await t.rejects(servedCN(store, 'a.test', { maxVersion: 'TLSv1.2' }), 'below min_version is refused');
   });
 
-  await t.test('session resumption across connections and reloads', async (t) => {
+  await t.test('sessions resume across connections and reloads', async (t) => {
     for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
       const { store } = await mustLoad([pair('default.test'), pair('a.test')]);
       const first = await servedCN(store, 'a.test', { maxVersion: version });
@@ -268,7 +260,7 @@ t.test('certificate store', { skip: skipCerts }, async (t) => {
     }
   });
 
-  await t.test('key does not match the certificate', async (t) => {
+  await t.test('a key that does not match its certificate is refused', async (t) => {
     const r = await load([pair('default.test'), { cert: f('a.test.crt'), key: f('b.test.key') }]);
     t.equal(r.ok, false);
     if (r.ok) return;
@@ -303,7 +295,7 @@ t.test('certificate store', { skip: skipCerts }, async (t) => {
     t.equal(both.ok ? 0 : both.problems.length, 2, 'a missing cert does not hide a missing key');
   });
 
-  await t.test('wrong file kinds, garbage and encrypted keys', async (t) => {
+  await t.test('wrong file kinds, garbage and encrypted keys are refused', async (t) => {
     const garbageKey = `-----BEGIN PRIVATE KEY-----\n${Buffer.alloc(48, 0xab).toString('base64')}\n-----END PRIVATE KEY-----\n`;
     writeFileSync(f('garbage.key'), garbageKey, { mode: 0o600 });
     writeFileSync(f('empty.crt'), '');
@@ -335,7 +327,7 @@ t.test('certificate store', { skip: skipCerts }, async (t) => {
     t.equal(store.contextFor('expired.test'), store.certificates[1]!.context, 'still served');
   });
 
-  await t.test('names: CN fallback, no usable names, shadowed names', async (t) => {
+  await t.test('a certificate without DNS names falls back to its CN; no usable names and shadowed names are reported', async (t) => {
     const cn = spawnSync('openssl', [
       'req', '-x509', '-new', '-key', f('a.test.key'), '-subj', '/CN=CN-Only.test', '-days', '1', '-out', f('cn-only.crt'),
     ]);
@@ -353,7 +345,7 @@ t.test('certificate store', { skip: skipCerts }, async (t) => {
     t.match(warnings, [/certs\[1\]\.cert: .* has no DNS names/, /certs\[3\]\.cert: name a\.test is already served by certs\[2\]/]);
   });
 
-  await t.test('options problems', async (t) => {
+  await t.test('bad TLS options are reported', async (t) => {
     const none = await load([]);
     t.match(none, { ok: false, problems: [{ path: 'certs', message: /at least one/ }] });
     const ciphers = await load([pair('a.test'), pair('b.test')], { context: { ciphers: 'NO-SUCH-CIPHER' } });

@@ -17,14 +17,8 @@
  * otherwise skipped with the reason printed.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import type net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { copyFileSync, rmSync, writeFileSync } from 'node:fs';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { buildModel } from '../src/config/load.js';
 import { modelToJson } from '../src/config/model-json.js';
@@ -33,34 +27,17 @@ import { Pool } from '../src/pool.js';
 import { reloadFromFile } from '../src/runtime/reload.js';
 import { TicketKeys } from '../src/tls/ticket-keys.js';
 import { runCli, writeConfig } from './helpers/cli.js';
-import { connect, echoBackend, readLine, sleep, startL4lb, waitFor, type Backend, type Running } from './helpers/net.js';
-import { inCi } from './helpers/peers.js';
+import { connect, echoes, sleep, startBackend, waitFor, type Backend } from './helpers/net.js';
+import { opensslMissing, testCerts } from './helpers/certs.js';
+import { accessLine, backendFor, lbFor } from './helpers/lb.js';
+import { refusedClient, tlsClient } from './helpers/tls-clients.js';
+import { collectingLogger } from './helpers/logs.js';
+import { need } from './helpers/requirements.js';
 
-const SCRIPT = fileURLToPath(new URL('../scripts/gen-test-certs.sh', import.meta.url));
-
-const opensslProblem: string | null = (() => {
-  const r = spawnSync('openssl', ['version'], { encoding: 'utf8', timeout: 10_000 });
-  if (r.error) return `openssl not runnable: ${r.error.message}`;
-  return r.status === 0 ? null : `openssl version exited ${r.status}`;
-})();
-
-if (opensslProblem !== null && !inCi()) {
-  const reason = `openssl is needed to generate the test certificates: ${opensslProblem}; set CI to make this a failure`;
-  console.error(`# skipping the TLS hardening tests: ${reason}`);
-  t.plan(0, reason);
-} else if (opensslProblem !== null) {
-  t.fail(`openssl is required when CI is set: ${opensslProblem}`);
-} else {
-  main();
-}
+if (need(t, opensslMissing)) main();
 
 function main(): void {
-  const dir = mkdtempSync(join(tmpdir(), 'l4lb-tls-hardening-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const gen = spawnSync('bash', [SCRIPT, dir], { encoding: 'utf8', timeout: 60_000 });
-  if (gen.status !== 0) throw new Error(`gen-test-certs.sh failed (${gen.status}): ${gen.stderr}`);
-  const f = (name: string): string => join(dir, name);
-  const pair = (name: string): { cert: string; key: string } => ({ cert: f(`${name}.crt`), key: f(`${name}.key`) });
+  const { file: f, pair, pem } = testCerts();
   const openssl = (args: string[]): void => {
     const r = spawnSync('openssl', args, { encoding: 'utf8', timeout: 30_000 });
     if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
@@ -71,79 +48,10 @@ function main(): void {
   // The usual wrong files: a DER certificate, plain text, a key of another certificate.
   openssl(['x509', '-in', f('a.test.crt'), '-outform', 'DER', '-out', f('a.test.der')]);
   writeFileSync(f('garbage.pem'), 'this is not a certificate\n');
-  const caPem = readFileSync(f('ca.crt'));
   const CERTS = [pair('default.test'), pair('a.test'), pair('wild.test')];
 
   // -------------------------------------------------------------------------
   // Helpers
-
-  async function lbFor(t: Test, raw: unknown): Promise<Running> {
-    const lb = await startL4lb(raw);
-    t.teardown(() => lb.stop());
-    return lb;
-  }
-
-  async function backendFor<B extends { close(): Promise<void> }>(t: Test, started: Promise<B>): Promise<B> {
-    const b = await started;
-    t.teardown(() => b.close());
-    return b;
-  }
-
-  function accessLines(lb: Running): Array<Record<string, unknown>> {
-    return lb.lines.filter((l) => l.msg === 'connection');
-  }
-
-  async function accessLine(lb: Running, port: number): Promise<Record<string, unknown>> {
-    const client = `127.0.0.1:${port}`;
-    await waitFor(() => accessLines(lb).some((l) => l.client === client), 10_000, `access log line for ${client}`);
-    return accessLines(lb).filter((l) => l.client === client).at(-1)!;
-  }
-
-  /** A Node TLS client; resolves after its handshake; every session it is given is kept. */
-  async function tlsClient(t: Test, port: number, options: tls.ConnectionOptions = {}): Promise<tls.TLSSocket & { sessions: Buffer[] }> {
-    const sessions: Buffer[] = [];
-    const s = await new Promise<tls.TLSSocket>((resolve, reject) => {
-      const socket = tls.connect({ host: '127.0.0.1', port, ca: caPem, checkServerIdentity: () => undefined, ...options });
-      t.teardown(() => socket.destroy());
-      socket.on('session', (session: Buffer) => sessions.push(session));
-      const timer = setTimeout(() => reject(new Error('no TLS handshake within 10s')), 10_000);
-      socket.once('secureConnect', () => {
-        clearTimeout(timer);
-        socket.off('error', reject);
-        resolve(socket);
-      });
-      socket.once('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-    });
-    s.on('error', () => {});
-    return Object.assign(s, { sessions });
-  }
-
-  /** A client the listener should refuse: resolves with its error code and its local port. */
-  function refusedClient(t: Test, port: number, options: tls.ConnectionOptions): Promise<{ lport: number; error: string; secure: boolean }> {
-    return new Promise((resolve, reject) => {
-      let lport = 0;
-      let error = '';
-      let secure = false;
-      const socket = tls.connect({ host: '127.0.0.1', port, ca: caPem, checkServerIdentity: () => undefined, ...options });
-      t.teardown(() => socket.destroy());
-      socket.on('connect', () => (lport = socket.localPort!));
-      socket.on('secureConnect', () => (secure = true));
-      socket.on('error', (err: NodeJS.ErrnoException) => (error ||= err.code ?? err.message));
-      const timer = setTimeout(() => reject(new Error('a refused client was still open after 10s')), 10_000);
-      socket.on('close', () => {
-        clearTimeout(timer);
-        resolve({ lport, error, secure });
-      });
-    });
-  }
-
-  async function echoes(socket: net.Socket, text: string): Promise<string> {
-    socket.write(`${text}\n`);
-    return readLine(socket, 10_000);
-  }
 
   /** A full handshake through `port`; returns the last session ticket it received. */
   async function ticketFrom(t: Test, port: number, options: tls.ConnectionOptions): Promise<Buffer> {
@@ -167,19 +75,15 @@ function main(): void {
   interface TlsBackend extends Backend {
     /** SNI of each ClientHello that carried one. */
     readonly snis: string[];
-    /** TCP connections accepted (health probes included). */
-    readonly connections: number;
   }
 
   /** An echo server speaking TLS with `name`'s certificate, recording the SNI it is sent. */
   async function tlsBackend(name: string): Promise<TlsBackend> {
     const snis: string[] = [];
-    let connections = 0;
-    const context = tls.createSecureContext({ cert: readFileSync(f(`${name}.crt`)), key: readFileSync(f(`${name}.key`)) });
+    const context = tls.createSecureContext(pem(name));
     const server = tls.createServer(
       {
-        cert: readFileSync(f(`${name}.crt`)),
-        key: readFileSync(f(`${name}.key`)),
+        ...pem(name),
         SNICallback: (sni, cb) => {
           snis.push(sni);
           cb(null, context);
@@ -190,43 +94,10 @@ function main(): void {
         s.pipe(s);
       },
     );
-    const open = new Set<net.Socket>();
-    server.on('connection', (s: net.Socket) => {
-      connections++;
-      open.add(s);
-      s.on('close', () => open.delete(s));
-      s.on('error', () => {});
-    });
     server.on('tlsClientError', () => {});
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as net.AddressInfo).port;
-    return {
-      port,
-      address: `127.0.0.1:${port}`,
-      accepted: 0,
-      open,
-      snis,
-      get connections() {
-        return connections;
-      },
-      close: () =>
-        new Promise<void>((resolve) => {
-          for (const s of open) s.destroy();
-          server.close(() => resolve());
-        }),
-    };
-  }
-
-  /** A pino logger whose lines are collected (for reloadFromFile). */
-  function collectingLogger(): { logger: ReturnType<typeof pino>; lines: Array<Record<string, unknown>> } {
-    const lines: Array<Record<string, unknown>> = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        for (const line of chunk.toString().split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
-        cb();
-      },
-    });
-    return { logger: pino({ level: 'info' }, sink), lines };
+    // The TCP side is startBackend's (counted, closed with it); the TLS server only handshakes.
+    const b = await startBackend((s) => server.emit('connection', s));
+    return Object.assign(b, { snis });
   }
 
   interface SClient {
@@ -332,7 +203,7 @@ function main(): void {
     writeFileSync(f('reload-ca.crt'), 'not a CA any more\n');
     const { file, cleanup } = writeConfig(raw);
     t.teardown(cleanup);
-    const { logger, lines } = collectingLogger();
+    const { logger, lines } = collectingLogger('info');
     t.equal(await reloadFromFile(lb.app, file, logger), false, 'the reload is refused');
     t.equal(lb.app.model, model, 'the running model stays');
     const problem = lines.find((l) => l.msg === 'configuration problem');
@@ -356,14 +227,16 @@ function main(): void {
     const a = new Pool(poolModel);
     const b = new Pool(poolModel);
     t.teardown(() => (a.close(), b.close()));
+    a.start();
+    b.start();
     t.ok(a.tlsOptions?.secureContext, 'a pool built after the CA file is gone still has its context');
     t.equal(a.tlsOptions, b.tlsOptions, 'one context per load, shared');
     const json = JSON.stringify(modelToJson(model));
     t.notMatch(json, /secureContext|BEGIN/, 'no context or PEM in the model JSON');
 
-    // A model that did not come through the loader is built (and checked) on the spot.
+    // A model that did not come through the loader is built (and checked) when the pool starts.
     const handMade: PoolModel = { ...poolModel, tls: { ...poolModel.tls!, ca: f('garbage.pem') } };
-    t.throws(() => new Pool(handMade), { name: 'ConfigError', message: /pool p: tls\.ca: CA file .*garbage\.pem contains no PEM certificate/ });
+    t.throws(() => new Pool(handMade).start(), { name: 'ConfigError', message: /pool p: tls\.ca: CA file .*garbage\.pem contains no PEM certificate/ });
   });
 
   // -------------------------------------------------------------------------
@@ -414,7 +287,7 @@ function main(): void {
   ];
 
   t.test('a session ticket still resumes after a reload (the listener keeps its keys)', async (t) => {
-    const echo = await backendFor(t, echoBackend());
+    const echo = await backendFor(t);
     const raw = (idle: string) => ({
       listeners: [{ name: 'tls', bind: '127.0.0.1:0', pool: 'echo', timeouts: { idle }, tls: { mode: 'terminate', certs: CERTS } }],
       pools: [{ name: 'echo', servers: [{ address: echo.address }] }],
@@ -432,7 +305,7 @@ function main(): void {
   });
 
   t.test('after one rotation a ticket resumes under the previous key; after two, the handshake is full and succeeds', async (t) => {
-    const echo = await backendFor(t, echoBackend());
+    const echo = await backendFor(t);
     const lb = await lbFor(t, {
       listeners: [{ name: 'tls', bind: '127.0.0.1:0', pool: 'echo', tls: { mode: 'terminate', certs: CERTS } }],
       pools: [{ name: 'echo', servers: [{ address: echo.address }] }],
@@ -453,7 +326,7 @@ function main(): void {
   });
 
   t.test('openssl s_client resumes a ticket of the previous key after a rotation', async (t) => {
-    const echo = await backendFor(t, echoBackend());
+    const echo = await backendFor(t);
     const lb = await lbFor(t, {
       listeners: [{ name: 'tls', bind: '127.0.0.1:0', pool: 'echo', tls: { mode: 'terminate', certs: CERTS } }],
       pools: [{ name: 'echo', servers: [{ address: echo.address }] }],
@@ -469,7 +342,7 @@ function main(): void {
   });
 
   t.test('session_tickets: false issues no ticket and resumes nothing (TLS 1.2 and 1.3)', async (t) => {
-    const echo = await backendFor(t, echoBackend());
+    const echo = await backendFor(t);
     const lb = await lbFor(t, {
       listeners: [{ name: 'tls', bind: '127.0.0.1:0', pool: 'echo', tls: { mode: 'terminate', certs: CERTS, session_tickets: false } }],
       pools: [{ name: 'echo', servers: [{ address: echo.address }] }],
@@ -492,7 +365,7 @@ function main(): void {
   });
 
   t.test('a ticket issued before a reload that adds client_ca does not resume without a certificate', async (t) => {
-    const echo = await backendFor(t, echoBackend());
+    const echo = await backendFor(t);
     const raw = (mutual: boolean) => ({
       log: { level: 'info', access: true },
       listeners: [
@@ -509,7 +382,7 @@ function main(): void {
       const line = await accessLine(lb, r.lport);
       t.equal(line.termination, 'tls_error', `${what}: refused (${r.error}): a certificate is required, the old ticket does not stand in for one`);
     }
-    const client1 = { cert: readFileSync(f('client1.crt')), key: readFileSync(f('client1.key')) };
+    const client1 = pem('client1');
     const c = await tlsClient(t, lb.port(), { servername: 'a.test', ...client1, session: tickets.get('TLS 1.3')! });
     t.equal(c.isSessionReused(), false, 'with a certificate: a full handshake');
     t.equal(await echoes(c, 'mutual'), 'mutual');
@@ -543,7 +416,7 @@ function main(): void {
   // (d) strict_sni
 
   t.test('strict_sni: a known name is served; an unknown name and no SNI are refused before the handshake, as tls_error', async (t) => {
-    const echo = await backendFor(t, echoBackend());
+    const echo = await backendFor(t);
     const lb = await lbFor(t, {
       log: { level: 'info', access: true },
       listeners: [
@@ -583,7 +456,7 @@ function main(): void {
   });
 
   t.test('strict_sni: a client that leaves in the middle of its ClientHello ends as a cut-short handshake', async (t) => {
-    const echo = await backendFor(t, echoBackend());
+    const echo = await backendFor(t);
     const lb = await lbFor(t, {
       log: { level: 'info', access: true },
       listeners: [{ name: 'strict', bind: '127.0.0.1:0', pool: 'echo', tls: { mode: 'terminate', certs: CERTS, strict_sni: true } }],

@@ -23,51 +23,28 @@
  * every resource is torn down by the test that made it.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
-import { PP2_CLIENT_CERT_CONN, PP2_CLIENT_SSL } from '../src/proxy-protocol.js';
+import { PP2_CLIENT_CERT_CONN, PP2_CLIENT_SSL } from '../src/proxy-protocol/index.js';
 import { runCli, writeConfig } from './helpers/cli.js';
-import { closed, connect, echoBackend, namedBackend, readLine, sleep, startBackend, startL4lb, waitFor, type Backend, type Running } from './helpers/net.js';
+import { closed, connect, countingEcho, echoes, readLine, sleep, startBackend, startL4lb, waitFor, type Backend, type Running } from './helpers/net.js';
 import { proxyBackend, type ProxyBackend } from './helpers/proxy-backend.js';
-import { inCi } from './helpers/peers.js';
+import { opensslMissing, testCerts } from './helpers/certs.js';
+import { captureClientHello } from './helpers/client-hello.js';
+import { accessLine, accessLines, backendFor, clientFor, lbFor, namedBackendsFor } from './helpers/lb.js';
+import { refusedClient, tlsClient } from './helpers/tls-clients.js';
+import { need } from './helpers/requirements.js';
 
-const SCRIPT = fileURLToPath(new URL('../scripts/gen-test-certs.sh', import.meta.url));
-
-const opensslProblem: string | null = (() => {
-  const r = spawnSync('openssl', ['version'], { encoding: 'utf8', timeout: 10_000 });
-  if (r.error) return `openssl not runnable: ${r.error.message}`;
-  return r.status === 0 ? null : `openssl version exited ${r.status}`;
-})();
-
-if (opensslProblem !== null && !inCi()) {
-  const reason = `openssl is needed to generate the test certificates: ${opensslProblem}; set CI to make this a failure`;
-  console.error(`# skipping the TLS end-to-end tests: ${reason}`);
-  t.plan(0, reason);
-} else if (opensslProblem !== null) {
-  t.fail(`openssl is required when CI is set: ${opensslProblem}`);
-} else {
-  main();
-}
+if (need(t, opensslMissing)) main();
 
 function main(): void {
   // -------------------------------------------------------------------------
   // Certificates, once for the whole file
 
-  // A fresh directory rather than t.testdir(): that one is fixed per test
-  // file, and two runs of this file at once (two tap runs on one machine)
-  // would regenerate each other's CA in the middle of the tests.
-  const dir = mkdtempSync(join(tmpdir(), 'l4lb-tls-test-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const gen = spawnSync('bash', [SCRIPT, dir], { encoding: 'utf8', timeout: 60_000 });
-  if (gen.status !== 0) throw new Error(`gen-test-certs.sh failed (${gen.status}): ${gen.stderr}`);
-  const f = (name: string): string => join(dir, name);
-  const pair = (name: string): { cert: string; key: string } => ({ cert: f(`${name}.crt`), key: f(`${name}.key`) });
+  const { dir, file: f, pair, pem, ca: caPem } = testCerts();
   // A self-signed backend.test certificate from a CA nobody trusts.
   const rogue = spawnSync(
     'openssl',
@@ -76,122 +53,13 @@ function main(): void {
     { encoding: 'utf8', timeout: 30_000 },
   );
   if (rogue.status !== 0) throw new Error(`rogue certificate: ${rogue.stderr}`);
-  const caPem = readFileSync(f('ca.crt'));
-  const pem = (name: string): { cert: Buffer; key: Buffer } => ({ cert: readFileSync(f(`${name}.crt`)), key: readFileSync(f(`${name}.key`)) });
 
   // -------------------------------------------------------------------------
   // Helpers
 
-  async function lbFor(t: Test, raw: unknown): Promise<Running> {
-    const lb = await startL4lb(raw);
-    t.teardown(() => lb.stop());
-    return lb;
-  }
-
-  async function backendFor<B extends { close(): Promise<void> }>(t: Test, started: Promise<B>): Promise<B> {
-    const b = await started;
-    t.teardown(() => b.close());
-    return b;
-  }
-
-  function accessLines(lb: Running): Array<Record<string, unknown>> {
-    return lb.lines.filter((l) => l.msg === 'connection');
-  }
-
-  /**
-   * The access-log line of the connection from local port `port` (or from
-   * client `ip:port`), on `listener` if given. The newest match: the kernel
-   * may hand an earlier connection to another listener the same local port.
-   */
-  async function accessLine(lb: Running, port: number | string, timeoutMs = 10_000, listener?: string): Promise<Record<string, unknown>> {
-    const client = typeof port === 'number' ? `127.0.0.1:${port}` : port;
-    const matches = (l: Record<string, unknown>) => l.client === client && (listener === undefined || l.listener === listener);
-    await waitFor(() => accessLines(lb).some(matches), timeoutMs, `access log line for ${client}`);
-    return accessLines(lb).filter(matches).at(-1)!;
-  }
-
   /** A failed handshake's line: its access line, with termination tls_error and the reason. */
   function failureLines(lb: Running, port: number): Array<Record<string, unknown>> {
     return lb.lines.filter((l) => l.msg === 'connection' && l.termination === 'tls_error' && l.client === `127.0.0.1:${port}`);
-  }
-
-  /** A Node TLS client; resolves after its handshake, destroyed in teardown. */
-  async function tlsClient(t: Test, port: number, options: tls.ConnectionOptions = {}): Promise<tls.TLSSocket & { lport: number; sessions: Buffer[] }> {
-    const sessions: Buffer[] = [];
-    const s = await new Promise<tls.TLSSocket>((resolve, reject) => {
-      const socket = tls.connect({
-        host: '127.0.0.1',
-        port,
-        ca: caPem,
-        // The chain is verified; which name the certificate carries is checked by each test.
-        checkServerIdentity: () => undefined,
-        ...options,
-      });
-      t.teardown(() => socket.destroy());
-      socket.on('session', (session: Buffer) => sessions.push(session));
-      const timer = setTimeout(() => reject(new Error('no TLS handshake within 10s')), 10_000);
-      socket.once('secureConnect', () => {
-        clearTimeout(timer);
-        socket.off('error', reject);
-        resolve(socket);
-      });
-      socket.once('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-    });
-    s.on('error', () => {});
-    return Object.assign(s, { lport: s.localPort!, sessions });
-  }
-
-  /**
-   * A client that should be refused: connects (the handshake may even seem
-   * to complete on its side, as with TLS 1.3 client certificates), sends a
-   * line, and resolves with how it ended. Never resolves with an echo.
-   */
-  function refusedClient(t: Test, port: number, options: tls.ConnectionOptions): Promise<{ lport: number; error: string; echoed: string }> {
-    return new Promise((resolve, reject) => {
-      let lport = 0;
-      let error = '';
-      let echoed = '';
-      const socket = tls.connect({ host: '127.0.0.1', port, ca: caPem, checkServerIdentity: () => undefined, ...options });
-      t.teardown(() => socket.destroy());
-      socket.on('connect', () => (lport = socket.localPort!));
-      socket.on('secureConnect', () => socket.write('must not pass\n'));
-      socket.on('data', (d: Buffer) => (echoed += d.toString()));
-      socket.on('error', (err: NodeJS.ErrnoException) => (error ||= err.code ?? err.message));
-      const timer = setTimeout(() => reject(new Error('a refused client was still open after 10s')), 10_000);
-      socket.on('close', () => {
-        clearTimeout(timer);
-        resolve({ lport, error, echoed });
-      });
-    });
-  }
-
-  /** A plain TCP client, destroyed in teardown, that never throws on reset. */
-  async function tcpClient(t: Test, port: number): Promise<net.Socket & { lport: number }> {
-    const s = await connect(port);
-    s.on('error', () => {});
-    t.teardown(() => s.destroy());
-    return Object.assign(s, { lport: s.localPort! });
-  }
-
-  async function echoes(socket: net.Socket, text: string): Promise<string> {
-    socket.write(`${text}\n`);
-    return readLine(socket, 10_000);
-  }
-
-  /** An echo backend that counts the bytes it received (health probes connect too, but send nothing). */
-  async function countingEcho(): Promise<Backend & { readonly received: number }> {
-    let received = 0;
-    const b = await startBackend(
-      (s) => {
-        s.on('data', (d: Buffer) => (received += d.length));
-        s.pipe(s);
-      },
-      { allowHalfOpen: true },
-    );
-    return Object.defineProperty(b, 'received', { get: () => received }) as Backend & { readonly received: number };
   }
 
   interface TlsBackend extends Backend {
@@ -399,7 +267,7 @@ function main(): void {
   const SNI_CERTS = [pair('default.test'), pair('a.test'), pair('b.test'), pair('wild.test')];
 
   t.test('terminate: the certificate is chosen by SNI (openssl s_client), data flows to a plain echo backend', async (t) => {
-    const echo = await backendFor(t, echoBackend());
+    const echo = await backendFor(t);
     const lb = await lbFor(t, {
       log: { level: 'debug', access: true },
       listeners: [{ name: 'tls', bind: '127.0.0.1:0', pool: 'echo', tls: { mode: 'terminate', certs: SNI_CERTS } }],
@@ -500,7 +368,7 @@ function main(): void {
     }
   });
 
-  t.test('terminate: mutual TLS', async (t) => {
+  t.test('terminate: with client_ca a signed client certificate is accepted, its CN logged and sent on; none, or one from another CA, is refused', async (t) => {
     const pp = await backendFor(t, proxyBackend());
     const lb = await lbFor(t, {
       log: { level: 'debug', access: true },
@@ -552,7 +420,7 @@ function main(): void {
   });
 
   t.test('terminate: min_version TLSv1.3 refuses a TLS 1.2-only client; the default refuses TLS 1.1', async (t) => {
-    const echo = await backendFor(t, echoBackend());
+    const echo = await backendFor(t);
     const lb = await lbFor(t, {
       log: { level: 'debug', access: true },
       listeners: [
@@ -604,8 +472,8 @@ function main(): void {
     t.match(String(refused[0]!.reason), /protocol|version/i, `with the reason (${refused[0]!.reason})`);
   });
 
-  t.test('terminate: session resumption', async (t) => {
-    const echo = await backendFor(t, echoBackend());
+  t.test('terminate: sessions resume over TLS 1.2 and 1.3, with SNI and with mutual TLS', async (t) => {
+    const echo = await backendFor(t);
     const lb = await lbFor(t, {
       log: { level: 'info', access: true },
       listeners: [
@@ -657,7 +525,7 @@ function main(): void {
       pools: [{ name: 'echo', servers: [{ address: echo.address }] }],
     });
     const stats = lb.app.listeners[0]!.stats;
-    const c = await tcpClient(t, lb.port());
+    const c = await clientFor(t, lb.port());
     c.write('GET / HTTP/1.1\r\nHost: a.test\r\n\r\n');
     await closed(c, 10_000);
     const line = await accessLine(lb, c.lport);
@@ -683,7 +551,7 @@ function main(): void {
         ['FIN before any byte', null, 'end', 'client_close'],
       ] as const) {
         const before = s.tlsHandshakeFailures;
-        const x = await tcpClient(t, lb.port(name));
+        const x = await clientFor(t, lb.port(name));
         if (bytes !== null) x.write(bytes);
         await sleep(50);
         if (how === 'reset') x.resetAndDestroy();
@@ -758,7 +626,7 @@ function main(): void {
     t.equal(await echoes(ok, 'after'), 'after', 'still serving');
   });
 
-  t.test('handshake timeout: a silent client is closed after timeouts.handshake, terminate and passthrough', async (t) => {
+  t.test('a silent client is closed after timeouts.handshake, in terminate and passthrough mode', async (t) => {
     const echo = await backendFor(t, countingEcho());
     const lb = await lbFor(t, {
       log: { level: 'debug', access: true },
@@ -773,7 +641,7 @@ function main(): void {
       for (const first of [Buffer.alloc(0), Buffer.from([22, 3, 1, 0, 100, 1, 0])]) {
         const what = `${name}, ${first.length === 0 ? 'silent' : 'stalled mid-ClientHello'}`;
         const before = lb.app.listeners[i]!.stats.tlsHandshakeFailures;
-        const c = await tcpClient(t, lb.port(name));
+        const c = await clientFor(t, lb.port(name));
         if (first.length > 0) c.write(first);
         const ms = await closed(c, 10_000);
         t.ok(ms >= 250, `${what}: not closed before the timeout (${ms}ms)`);
@@ -806,7 +674,7 @@ function main(): void {
     const header = (port: number, clientPort: number): string => `PROXY TCP4 203.0.113.7 127.0.0.1 ${clientPort} ${port}\r\n`;
 
     // Terminate: header (in two pieces), then a TLS handshake on the same connection.
-    const raw = await tcpClient(t, lb.port('term'));
+    const raw = await clientFor(t, lb.port('term'));
     const h = header(lb.port('term'), 4242);
     raw.write(h.slice(0, 9));
     await sleep(50);
@@ -828,7 +696,7 @@ function main(): void {
     t.equal((await accessLine(lb, '203.0.113.7:4545')).sni, 'b.test');
 
     // One deadline for both: a header after 700ms leaves the handshake 300ms.
-    const slow = await tcpClient(t, lb.port('term'));
+    const slow = await clientFor(t, lb.port('term'));
     await sleep(700);
     slow.write(header(lb.port('term'), 4343));
     const ms = await closed(slow, 10_000);
@@ -837,8 +705,8 @@ function main(): void {
     t.equal(slowLine.termination, 'tls_error', 'a handshake that never came is a tls_error');
 
     // Passthrough: header, then a ClientHello; the header sent onward names the header's client and the SNI.
-    const p = await tcpClient(t, lb.port('pass'));
-    const hello = await captureClientHello(t, { servername: 'pp.test' });
+    const p = await clientFor(t, lb.port('pass'));
+    const hello = await captureClientHello({ servername: 'pp.test' });
     p.write(Buffer.concat([Buffer.from(header(lb.port('pass'), 4444)), hello]));
     const conn = await pp.waitForConn((x) => x.header?.source?.port === 4444 && x.data.length >= hello.length, 10_000, 'the forwarded ClientHello');
     t.equal(conn.header!.source!.address, '203.0.113.7', 'the header sent onward carries the incoming header\'s client');
@@ -851,7 +719,7 @@ function main(): void {
   // (c) Certificate reload
 
   t.test('certificate reload: open connections keep working, new handshakes get the new certificate, a bad file is refused', async (t) => {
-    const echo = await backendFor(t, echoBackend());
+    const echo = await backendFor(t);
     const live = join(dir, 'live');
     mkdirSync(live, { recursive: true });
     const liveCrt = join(live, 'server.crt');
@@ -896,7 +764,7 @@ function main(): void {
   // -------------------------------------------------------------------------
   // (d) `l4lb check`
 
-  t.test('l4lb check: missing certificate, mismatched key, expired certificate, verify: false', async (t) => {
+  t.test('l4lb check refuses missing certificate and key files and a mismatched key, and warns on an expired certificate and verify: false', async (t) => {
     const echo = { address: '127.0.0.1:9' };
     const withCerts = (certs: unknown, pool: Record<string, unknown> = {}) => ({
       listeners: [{ name: 'tls', bind: '127.0.0.1:0', pool: 'p', tls: { mode: 'terminate', certs } }],
@@ -942,8 +810,7 @@ function main(): void {
   // (e) SNI routes, passthrough
 
   t.test('routes: terminate mode sends a.test to pool A, b.test to pool B, the rest to the listener pool', async (t) => {
-    const [A, B, D] = await Promise.all([namedBackend('A'), namedBackend('B'), namedBackend('D')]);
-    for (const b of [A, B, D]) t.teardown(() => b.close());
+    const [A, B, D] = await namedBackendsFor(t, ['A', 'B', 'D']);
     const lb = await lbFor(t, {
       log: { level: 'debug', access: true },
       listeners: [
@@ -983,9 +850,8 @@ function main(): void {
     }
   });
 
-  t.test('passthrough: routes by SNI, the client sees the backend certificate, AUTHORITY TLV, shaped ClientHellos, garbage', async (t) => {
-    const [PA, PB, PD] = await Promise.all([tlsBackend('PA'), tlsBackend('PB'), tlsBackend('PD')]);
-    for (const b of [PA, PB, PD]) t.teardown(() => b.close());
+  t.test('passthrough routes by SNI: the client sees the backend certificate, the SNI goes on as an AUTHORITY TLV, shaped ClientHellos pass, garbage is refused', async (t) => {
+    const [PA, PB, PD] = await Promise.all([backendFor(t, tlsBackend('PA')), backendFor(t, tlsBackend('PB')), backendFor(t, tlsBackend('PD'))]);
     const pp = await backendFor(t, proxyBackend({ echo: false }));
     const lb = await lbFor(t, {
       log: { level: 'debug', access: true },
@@ -1012,7 +878,7 @@ function main(): void {
     });
     const stats = lb.app.listeners[0]!.stats;
 
-    await t.test('routes, backend certificate, sni logged', async (t) => {
+    await t.test('each SNI reaches its pool, the client sees the backend certificate, and the SNI is logged', async (t) => {
       const cases: Array<[string | undefined, string, TlsBackend]> = [
         ['a.test', 'PA', PA],
         ['B.Test', 'PB', PB],
@@ -1035,9 +901,9 @@ function main(): void {
     });
 
     await t.test('PROXY v2 AUTHORITY TLV carries the SNI; the ClientHello follows the header unchanged', async (t) => {
-      const raw = await tcpClient(t, lb.port());
+      const raw = await clientFor(t, lb.port());
       // A real ClientHello, captured from a Node client against a plain server.
-      const hello = await captureClientHello(t, { servername: 'pp.test' });
+      const hello = await captureClientHello({ servername: 'pp.test' });
       raw.write(hello);
       const conn = await pp.waitForConn((c) => c.header?.source?.port === raw.lport && c.data.length >= hello.length, 10_000, 'the header and the ClientHello');
       t.equal(conn.header!.version, 2);
@@ -1047,7 +913,7 @@ function main(): void {
       t.ok(conn.data.equals(hello), 'the ClientHello bytes are forwarded unchanged');
     });
 
-    await t.test('a ClientHello written one byte at a time', async (t) => {
+    await t.test('a ClientHello written one byte at a time is routed and the handshake completes', async (t) => {
       let helloBytes = 0;
       const transport = await shapedTransport(t, lb.port(), (hello) => {
         helloBytes = oneRecord(hello).length;
@@ -1063,7 +929,7 @@ function main(): void {
       t.equal(line.sni, 'a.test');
     });
 
-    await t.test('a ClientHello larger than one TLS record (fragmented over several records, record headers split)', async (t) => {
+    await t.test('a ClientHello larger than one TLS record (fragmented over several records, record headers split) is routed and the handshake completes', async (t) => {
       let records = 0;
       let size = 0;
       const transport = await shapedTransport(
@@ -1094,7 +960,7 @@ function main(): void {
       const accepted = PA.accepted + PB.accepted + PD.accepted + pp.accepted;
       const failures = stats.tlsHandshakeFailures;
       for (const junk of ['GET / HTTP/1.1\r\nHost: a.test\r\n\r\n', 'SSH-2.0-OpenSSH_9.6\r\n', '\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00']) {
-        const c = await tcpClient(t, lb.port());
+        const c = await clientFor(t, lb.port());
         c.write(junk);
         await closed(c, 10_000);
         const line = await accessLine(lb, c.lport);
@@ -1105,34 +971,6 @@ function main(): void {
       t.equal(PA.accepted + PB.accepted + PD.accepted + pp.accepted, accepted, 'no backend was contacted');
     });
   });
-
-  /** The first record a Node TLS client writes, read by a plain TCP server. */
-  async function captureClientHello(t: Test, options: tls.ConnectionOptions): Promise<Buffer> {
-    let got = Buffer.alloc(0);
-    let done: (b: Buffer) => void = () => {};
-    const result = new Promise<Buffer>((resolve) => (done = resolve));
-    const sink = await backendFor(
-      t,
-      startBackend((s) => {
-        s.on('data', (d: Buffer) => {
-          got = Buffer.concat([got, d]);
-          if (got.length >= 5 && got.length >= 5 + got.readUInt16BE(3)) {
-            done(got.subarray(0, 5 + got.readUInt16BE(3)));
-            s.destroy();
-          }
-        });
-      }),
-    );
-    const c = tls.connect({ host: '127.0.0.1', port: sink.port, ...options });
-    c.on('error', () => {});
-    t.teardown(() => c.destroy());
-    const timer = setTimeout(() => done(Buffer.alloc(0)), 10_000);
-    const hello = await result;
-    clearTimeout(timer);
-    c.destroy();
-    if (hello.length === 0) throw new Error('no ClientHello captured');
-    return hello;
-  }
 
   // -------------------------------------------------------------------------
   // (f) TLS to backends
@@ -1168,16 +1006,16 @@ function main(): void {
       ],
     });
 
-    const c = await tcpClient(t, lb.port('good'));
+    const c = await clientFor(t, lb.port('good'));
     t.equal(await echoes(c, 'over TLS'), 'over TLS', 'a plain client reaches a TLS echo server');
     t.same(good.handshakes, ['backend.test'], 'one handshake, with servername backend.test as SNI');
     c.end();
     t.equal((await accessLine(lb, c.lport)).termination, 'client_close');
 
-    const ip = await tcpClient(t, lb.port('by-ip'));
+    const ip = await clientFor(t, lb.port('by-ip'));
     t.equal(await echoes(ip, 'by address'), 'by address', 'without servername the certificate is checked against the address');
 
-    const r = await tcpClient(t, lb.port('rogue'));
+    const r = await clientFor(t, lb.port('rogue'));
     r.write('never\n');
     await closed(r, 15_000);
     const rline = await accessLine(lb, r.lport);
@@ -1188,7 +1026,7 @@ function main(): void {
 
     // round_robin over [untrusted, trusted] with one retry: every connection ends on the trusted one.
     for (let i = 0; i < 4; i++) {
-      const m = await tcpClient(t, lb.port('mixed'));
+      const m = await clientFor(t, lb.port('mixed'));
       t.equal(await echoes(m, `mixed ${i}`), `mixed ${i}`, `connection ${i} is served`);
       m.end();
       const line = await accessLine(lb, m.lport);
@@ -1196,7 +1034,7 @@ function main(): void {
     }
     t.ok(lb.app.pools.get('mixed')!.server('untrusted')!.connectFailures >= 1, 'the untrusted server failed at least once and was retried elsewhere');
 
-    const nv = await tcpClient(t, lb.port('noverify'));
+    const nv = await clientFor(t, lb.port('noverify'));
     t.equal(await echoes(nv, 'unverified'), 'unverified', 'verify: false connects to the untrusted server');
     t.ok(lb.app.model.warnings.some((w) => /pools\[4\]\.tls\.verify: false/.test(w)), 'verify: false is a configuration warning');
   });

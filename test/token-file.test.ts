@@ -12,8 +12,9 @@ import { dirname, join } from 'node:path';
 import { readTokenFile } from '../src/config/token-file.js';
 import { lookupUser } from '../src/runtime/privileges.js';
 import { runCli, startCli, writeConfig } from './helpers/cli.js';
-import { namedBackend, startL4lb } from './helpers/net.js';
-import { inCi } from './helpers/peers.js';
+import { namedBackend } from './helpers/net.js';
+import { backendFor, lbFor } from './helpers/lb.js';
+import { need } from './helpers/requirements.js';
 
 const TOKEN = 'token-file-test-0123456789';
 
@@ -36,11 +37,7 @@ function config(tokenFile: string, extra: Record<string, unknown> = {}): Record<
 }
 
 function requireRoot(t: Test): boolean {
-  if (process.getuid?.() === 0) return true;
-  const reason = 'needs root to give files to other users';
-  if (inCi()) t.fail(`${reason} (CI runs as root)`);
-  else t.plan(0, reason);
-  return false;
+  return need(t, process.getuid?.() === 0 ? null : 'needs root to give files to other users');
 }
 
 t.test('a world-writable token file is refused by check, by run and by the CLI client, naming the file and the fix', async (t) => {
@@ -98,8 +95,7 @@ t.test('a token file owned by neither root nor the user l4lb runs as is refused;
 
   // run with user: nobody and the token owned by nobody: accepted at load and by the admin server (still root when it starts).
   chownSync(token, nobody.uid, nobody.gid);
-  const backend = await namedBackend('a');
-  t.teardown(() => backend.close());
+  await backendFor(t, namedBackend('a'));
   const own = writeConfig(config(token, { user: 'nobody' }));
   t.teardown(own.cleanup);
   chmodSync(dirname(own.file), 0o755);
@@ -115,8 +111,7 @@ t.test('a token file owned by neither root nor the user l4lb runs as is refused;
 
 t.test("the admin server's warning about a world-readable token file describes install.sh's setup, not chmod 600", async (t) => {
   const token = tokenIn(t, 0o644);
-  const lb = await startL4lb(config(token));
-  t.teardown(() => lb.stop());
+  const lb = await lbFor(t, config(token));
   // startL4lb's logger captures every line, not only access lines.
   const warning = lb.lines.find((l) => l.msg !== undefined && String(l.msg).startsWith('admin token file is readable by every user'));
   t.ok(warning, 'warned');

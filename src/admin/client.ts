@@ -5,6 +5,7 @@
  */
 import { parseConfigDoc, redactModel, redactionKey, type ModelJson } from '../config/model-json.js';
 import { readTokenFile } from '../config/token-file.js';
+import { L4lbError, type ErrorCode } from '../errors.js';
 import type { AdminState } from '../pool.js';
 import { displayState, formatAge } from './page.js';
 import type { LastCheckStatus, StatusDoc } from './status.js';
@@ -13,8 +14,21 @@ export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9900';
 /** An admin server that has not answered within this is reported, not waited for. */
 const REQUEST_TIMEOUT_MS = 10_000;
 
+/**
+ * Why an admin call failed: the URL, reaching the server, its answer's
+ * status, the answer itself, or the token.
+ */
+export type AdminClientErrorCode = Extract<
+  ErrorCode,
+  'L4LB_ADMIN_URL_INVALID' | 'L4LB_ADMIN_UNREACHABLE' | 'L4LB_ADMIN_REFUSED' | 'L4LB_ADMIN_BAD_ANSWER' | 'L4LB_ADMIN_NO_TOKEN'
+>;
+
 /** A failure worded for the operator; the CLI prints the message and exits 1. */
-export class AdminClientError extends Error {}
+export class AdminClientError extends L4lbError {
+  constructor(code: AdminClientErrorCode, message: string) {
+    super(code, message);
+  }
+}
 
 /**
  * The admin URL, checked; throws AdminClientError when it is not an http(s) URL.
@@ -25,10 +39,10 @@ export function baseUrl(admin: string, option = '--admin'): URL {
   try {
     url = new URL(admin);
   } catch {
-    throw new AdminClientError(`${option}: expected a URL like ${DEFAULT_ADMIN_URL}, got "${admin}"`);
+    throw new AdminClientError('L4LB_ADMIN_URL_INVALID', `${option}: expected a URL like ${DEFAULT_ADMIN_URL}, got "${admin}"`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new AdminClientError(`${option}: expected an http:// or https:// URL, got "${admin}"`);
+    throw new AdminClientError('L4LB_ADMIN_URL_INVALID', `${option}: expected an http:// or https:// URL, got "${admin}"`);
   }
   if (!url.pathname.endsWith('/')) url.pathname += '/';
   return url;
@@ -44,7 +58,7 @@ async function call(admin: string, path: string, init: RequestInit = {}, option 
     const e = err as Error & { cause?: { code?: string; message?: string } };
     const why =
       e.name === 'TimeoutError' ? `no answer within ${REQUEST_TIMEOUT_MS / 1000}s` : (e.cause?.code ?? e.cause?.message ?? e.message);
-    throw new AdminClientError(`cannot reach the admin server at ${base.origin}: ${why} (is l4lb running with an admin: section? see ${option})`);
+    throw new AdminClientError('L4LB_ADMIN_UNREACHABLE', `cannot reach the admin server at ${base.origin}: ${why} (is l4lb running with an admin: section? see ${option})`);
   }
   const text = await res.text();
   let body: unknown = text;
@@ -66,9 +80,9 @@ function errorText(status: number, body: unknown): string {
 
 export async function fetchStatus(admin: string): Promise<StatusDoc> {
   const { status, body } = await call(admin, 'status');
-  if (status !== 200) throw new AdminClientError(errorText(status, body));
+  if (status !== 200) throw new AdminClientError('L4LB_ADMIN_REFUSED', errorText(status, body));
   if (typeof body !== 'object' || body === null || !Array.isArray((body as StatusDoc).pools)) {
-    throw new AdminClientError(`${admin} did not answer with l4lb status JSON; is it the admin server's URL?`);
+    throw new AdminClientError('L4LB_ADMIN_BAD_ANSWER', `${admin} did not answer with l4lb status JSON; is it the admin server's URL?`);
   }
   return body as StatusDoc;
 }
@@ -86,12 +100,12 @@ export async function fetchStatus(admin: string): Promise<StatusDoc> {
 export async function fetchConfig(admin: string, token: string, option = '--diff'): Promise<ModelJson> {
   const { status, body } = await call(admin, 'config', { headers: { Authorization: `Bearer ${token}` } }, option);
   if (status === 404 && typeof body === 'object' && body !== null) {
-    throw new AdminClientError(`${errorText(status, body)}; is the running l4lb older than this one? (GET /config is needed for --diff)`);
+    throw new AdminClientError('L4LB_ADMIN_REFUSED', `${errorText(status, body)}; is the running l4lb older than this one? (GET /config is needed for --diff)`);
   }
-  if (status === 401) throw new AdminClientError(`${errorText(status, body)}; check --token-file, L4LB_ADMIN_TOKEN or the checked file's admin.token_file`);
-  if (status !== 200) throw new AdminClientError(errorText(status, body));
+  if (status === 401) throw new AdminClientError('L4LB_ADMIN_REFUSED', `${errorText(status, body)}; check --token-file, L4LB_ADMIN_TOKEN or the checked file's admin.token_file`);
+  if (status !== 200) throw new AdminClientError('L4LB_ADMIN_REFUSED', errorText(status, body));
   const model = parseConfigDoc(body);
-  if (typeof model === 'string') throw new AdminClientError(`${admin}/config is not an l4lb configuration document: ${model}`);
+  if (typeof model === 'string') throw new AdminClientError('L4LB_ADMIN_BAD_ANSWER', `${admin}/config is not an l4lb configuration document: ${model}`);
   return redactForToken(model, token);
 }
 
@@ -114,8 +128,8 @@ export async function setServerState(admin: string, token: string, pool: string,
     headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
     body: JSON.stringify({ state }),
   });
-  if (status === 401) throw new AdminClientError(`${errorText(status, body)}; check --token-file or L4LB_ADMIN_TOKEN`);
-  if (status !== 200) throw new AdminClientError(errorText(status, body));
+  if (status === 401) throw new AdminClientError('L4LB_ADMIN_REFUSED', `${errorText(status, body)}; check --token-file or L4LB_ADMIN_TOKEN`);
+  if (status !== 200) throw new AdminClientError('L4LB_ADMIN_REFUSED', errorText(status, body));
   return body as StateChange;
 }
 
@@ -131,15 +145,15 @@ export async function resolveToken(
 ): Promise<string> {
   const read = async (file: string, what: string): Promise<string> => {
     const r = await readTokenFile(file);
-    if (typeof r === 'string') throw new AdminClientError(`${what}: ${r}`);
+    if (typeof r === 'string') throw new AdminClientError('L4LB_ADMIN_NO_TOKEN', `${what}: ${r}`);
     return r.token;
   };
   if (tokenFile !== undefined) return read(tokenFile, '--token-file');
   const fromEnv = env.L4LB_ADMIN_TOKEN?.trim();
   if (fromEnv) return fromEnv;
-  if (checked === undefined) throw new AdminClientError('no admin token: pass --token-file FILE or set L4LB_ADMIN_TOKEN');
+  if (checked === undefined) throw new AdminClientError('L4LB_ADMIN_NO_TOKEN', 'no admin token: pass --token-file FILE or set L4LB_ADMIN_TOKEN');
   if (checked.tokenFile !== null) return read(checked.tokenFile, "the checked file's admin.token_file");
-  throw new AdminClientError("no admin token for --diff (GET /config needs it): pass --token-file FILE, set L4LB_ADMIN_TOKEN, or set admin.token_file in the checked file");
+  throw new AdminClientError('L4LB_ADMIN_NO_TOKEN', "no admin token for --diff (GET /config needs it): pass --token-file FILE, set L4LB_ADMIN_TOKEN, or set admin.token_file in the checked file");
 }
 
 // ---------------------------------------------------------------------------

@@ -10,12 +10,11 @@
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Pool, Server } from '../pool.js';
-import type { RejectReason, ServerCounters } from '../proxy/stats.js';
+import { REJECT_REASONS, type ServerCounters } from '../proxy/stats.js';
 import type { AdminSource } from './status.js';
 import { droppedLogLines } from '../log.js';
 
-/** Reasons always exported (at 0 too), so dashboards and alerts see the series before the first rejection. */
-const REJECT_REASONS = ['acl', 'limit', 'proxy_header', 'tls', 'no_server', 'local'] as const satisfies readonly RejectReason[];
+
 const ADMIN_STATES = ['ready', 'drain', 'maint'] as const;
 
 const ZERO: ServerCounters = Object.freeze({ total: 0, active: 0, bytesIn: 0, bytesOut: 0 });

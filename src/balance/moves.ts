@@ -16,6 +16,7 @@
  * primaries (backups only when a pool has no primary), at their configured
  * weights. Slow start, health and drain change that only for a while.
  */
+import { formatIpv6 } from '../net/ip.js';
 import { normaliseClientKey } from './source-hash.js';
 import { createPicker, type Picker } from './index.js';
 
@@ -148,22 +149,16 @@ export function ipv6SampleKeys(count: number): readonly string[] {
   if (ipv6Cache?.count === count) return ipv6Cache.keys;
   const next = splitmix32(IPV6_SEED);
   const keys: string[] = new Array<string>(count);
-  const groups = new Array<number>(8);
+  const bytes = new Uint8Array(16);
   for (let i = 0; i < count; i++) {
-    for (let g = 0; g < 8; g += 2) {
+    for (let at = 0; at < 16; at += 4) {
       const r = next();
-      groups[g] = g === 0 ? 0x2000 | ((r >>> 16) & 0x1fff) : r >>> 16; // 2000::/3
-      groups[g + 1] = r & 0xffff;
+      bytes[at] = at === 0 ? 0x20 | ((r >>> 24) & 0x1f) : r >>> 24; // 2000::/3
+      bytes[at + 1] = (r >>> 16) & 0xff;
+      bytes[at + 2] = (r >>> 8) & 0xff;
+      bytes[at + 3] = r & 0xff;
     }
-    let text = groups.map((x) => x.toString(16)).join(':');
-    // RFC 5952 compresses a run of two or more zero groups; rare enough here to leave to the general code.
-    for (let g = 1; g < 8; g++) {
-      if (groups[g] === 0 && groups[g - 1] === 0) {
-        text = normaliseClientKey(text);
-        break;
-      }
-    }
-    keys[i] = text;
+    keys[i] = formatIpv6(bytes);
   }
   ipv6Cache = { count, keys };
   return keys;

@@ -25,6 +25,7 @@
  * {@link normaliseClientKey} first.
  */
 
+import { canonicalIp, mappedIpv4Start } from '../net/ip.js';
 import type { Candidate, Picker } from './picker.js';
 
 // 32-bit hashing with Math.imul: no BigInt, no allocation, and identical
@@ -69,18 +70,6 @@ function hash64(s: string, start: number): number {
   const lo = fmix32(h1 ^ (s.length - start));
   hashHigh = fmix32(h2 ^ lo);
   return lo;
-}
-
-/**
- * Where the IPv4 part of an IPv4-mapped IPv6 key (`::ffff:a.b.c.d`, any case)
- * starts, or 0 for any other key.
- */
-function mappedIPv4Start(key: string): number {
-  if (key.length < 14 || key.charCodeAt(0) !== 58 || key.charCodeAt(1) !== 58 || key.charCodeAt(6) !== 58) return 0;
-  for (let i = 2; i < 6; i++) {
-    if ((key.charCodeAt(i) | 0x20) !== 102 /* f */) return 0;
-  }
-  return key.indexOf('.', 7) > 0 && key.indexOf(':', 7) < 0 ? 7 : 0;
 }
 
 /**
@@ -131,7 +120,7 @@ export class SourceHashPicker<S extends Candidate = Candidate> implements Picker
     const seedLo = this.#seedLo;
     const seedHi = this.#seedHi;
     const ex = exclude !== undefined && exclude.size > 0 ? exclude : undefined;
-    const k1 = hash64(key, mappedIPv4Start(key));
+    const k1 = hash64(key, mappedIpv4Start(key));
     const k2 = hashHigh;
     let best = -1;
     if (this.#uniform) {
@@ -170,11 +159,10 @@ export class SourceHashPicker<S extends Candidate = Candidate> implements Picker
 
 /**
  * Canonical text of a client IP address, so that one client always hashes the
- * same way however its address was spelt:
- * - IPv4-mapped IPv6 (`::ffff:1.2.3.4`, `::FFFF:102:304`, `0:0:0:0:0:ffff:1.2.3.4`) → `1.2.3.4`;
- * - other IPv6 → RFC 5952 form (lower case, no leading zeros, longest zero run as `::`);
- * - brackets and a zone (`%eth0`, which differs between machines) are dropped;
- * - IPv4 and anything unparseable are returned as given (unparseable IPv6 lower-cased).
+ * same way however its address was spelt ({@link canonicalIp}: IPv4-mapped as
+ * IPv4, other IPv6 in RFC 5952 form, zone dropped); brackets are dropped too.
+ * Text that is not an address is returned as given (lower-cased and without a
+ * zone when it contains ':').
  *
  * Addresses from Node sockets need no more than the mapped-IPv4 fold that
  * {@link SourceHashPicker.pick} already does; use this for addresses read as text.
@@ -182,76 +170,9 @@ export class SourceHashPicker<S extends Candidate = Candidate> implements Picker
 export function normaliseClientKey(ip: string): string {
   let s = ip;
   if (s.length > 1 && s.charCodeAt(0) === 91 /* [ */ && s.charCodeAt(s.length - 1) === 93 /* ] */) s = s.slice(1, -1);
+  const canonical = canonicalIp(s);
+  if (canonical !== undefined) return canonical;
   if (s.indexOf(':') < 0) return s;
   const zone = s.indexOf('%');
-  if (zone >= 0) s = s.slice(0, zone);
-  const g = parseIPv6(s);
-  if (g === undefined) return s.toLowerCase();
-  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
-    return `${g[6]! >>> 8}.${g[6]! & 255}.${g[7]! >>> 8}.${g[7]! & 255}`;
-  }
-  return formatIPv6(g);
-}
-
-const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
-const DEC_OCTET = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
-
-/** The eight 16-bit groups of an IPv6 address, or undefined if it is not one. */
-function parseIPv6(s: string): number[] | undefined {
-  const gap = s.indexOf('::');
-  if (gap >= 0 && s.indexOf('::', gap + 1) >= 0) return undefined;
-  const head = parseGroups(gap >= 0 ? s.slice(0, gap) : s, gap < 0);
-  const tail = gap >= 0 ? parseGroups(s.slice(gap + 2), true) : [];
-  if (head === undefined || tail === undefined) return undefined;
-  if (gap < 0) return head.length === 8 ? head : undefined;
-  const missing = 8 - head.length - tail.length;
-  if (missing < 1) return undefined;
-  return [...head, ...new Array<number>(missing).fill(0), ...tail];
-}
-
-/** Colon-separated hex groups; a dotted IPv4 tail (when allowed) counts as two. */
-function parseGroups(part: string, dottedTail: boolean): number[] | undefined {
-  if (part === '') return [];
-  const fields = part.split(':');
-  const groups: number[] = [];
-  for (let i = 0; i < fields.length; i++) {
-    const f = fields[i]!;
-    if (dottedTail && i === fields.length - 1 && f.includes('.')) {
-      const o = f.split('.');
-      if (o.length !== 4 || !o.every((x) => DEC_OCTET.test(x))) return undefined;
-      const [a, b, c, d] = o.map(Number) as [number, number, number, number];
-      groups.push((a << 8) | b, (c << 8) | d);
-    } else if (HEX_GROUP.test(f)) {
-      groups.push(parseInt(f, 16));
-    } else {
-      return undefined;
-    }
-  }
-  return groups;
-}
-
-/** RFC 5952 text: the first longest run of two or more zero groups becomes `::`. */
-function formatIPv6(g: readonly number[]): string {
-  let runStart = -1;
-  let runLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > runLen && j - i >= 2) {
-      runStart = i;
-      runLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (from: number, to: number): string =>
-    g
-      .slice(from, to)
-      .map((x) => x.toString(16))
-      .join(':');
-  if (runStart < 0) return hex(0, 8);
-  return `${hex(0, runStart)}::${hex(runStart + runLen, 8)}`;
+  return (zone >= 0 ? s.slice(0, zone) : s).toLowerCase();
 }

@@ -110,3 +110,30 @@ async function lookup(host: string, timeoutMs: number): Promise<string | { error
     clearTimeout(timer);
   }
 }
+
+/** An endpoint to write out: an IP and port, and optionally the address as the configuration wrote it. */
+export interface EndpointText {
+  readonly host: string;
+  readonly port?: number;
+  /** As written in the configuration (`db.internal:5432`, `systemd:pg`); absent for a peer's address. */
+  readonly text?: string;
+}
+
+/**
+ * An endpoint for people, one spelling everywhere (the inverse of
+ * {@link parseAddress}): `1.2.3.4:5432`, or `[::1]:5432` for IPv6. With
+ * `text` (a configured address), that text, followed by what it resolved to
+ * when that is spelled differently: `db.internal:5432 (10.0.0.5:5432)`;
+ * an endpoint that was never resolved (`systemd:NAME`, empty host) is its
+ * text alone. No endpoint at all (a field missing from an older instance's
+ * document) is `?`.
+ */
+export function formatEndpoint(endpoint: EndpointText | null | undefined): string {
+  if (endpoint === undefined || endpoint === null) return '?';
+  const { host, port = 0, text } = endpoint;
+  const resolved = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  if (text === undefined) return resolved;
+  if (host === '') return text;
+  const written = text.startsWith('[') ? text.slice(1, text.lastIndexOf(']')) : text.slice(0, text.lastIndexOf(':'));
+  return written === host ? text : `${text} (${resolved})`;
+}

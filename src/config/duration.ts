@@ -53,7 +53,9 @@ function tooLong(value: unknown): string {
 
 /**
  * Writes milliseconds in the largest unit that represents them exactly
- * (`3600000` → `"1h"`, `1500` → `"1500ms"`), for descriptions, logs and diffs.
+ * (`3600000` → `"1h"`, `90000` → `"90s"`, `1500` → `"1500ms"`, `0` → `"0ms"`):
+ * the one spelling for schema descriptions, log reasons and the reload
+ * preview, and one {@link parseDuration} reads back to the same value.
  */
 export function formatDuration(ms: number): string {
   for (const unit of ['h', 'm', 's'] as const) {

@@ -4,8 +4,10 @@
  * All durations are milliseconds; all addresses are resolved IP endpoints.
  */
 
-export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
-export type Balance = 'round_robin' | 'least_conn' | 'source_hash' | 'random_two';
+import type { BALANCES, LOG_LEVELS, ON_SERVER_DOWN, PROXY_PROTOCOL_VERSIONS, TLS_MODES, TLS_VERSIONS } from './enums.js';
+
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export type Balance = (typeof BALANCES)[number];
 
 /** A resolved address. `host` is an IP literal (v4 or v6, no brackets). */
 export interface Endpoint {
@@ -36,7 +38,7 @@ export interface HealthModel {
   readonly expect: Buffer | null;
 }
 
-export type OnServerDown = 'keep' | 'close';
+export type OnServerDown = (typeof ON_SERVER_DOWN)[number];
 
 export interface PoolModel {
   readonly name: string;
@@ -55,13 +57,15 @@ export interface PoolModel {
   readonly tls: PoolTlsModel | null;
 }
 
-export type ProxyProtocolVersion = 'off' | 'v1' | 'v2';
+export type ProxyProtocolVersion = (typeof PROXY_PROTOCOL_VERSIONS)[number];
 
-export type TlsVersion = 'TLSv1.2' | 'TLSv1.3';
+export type TlsVersion = (typeof TLS_VERSIONS)[number];
+
+export type TlsMode = (typeof TLS_MODES)[number];
 
 /** TLS on a listener: terminated here, or passed through after reading the ClientHello's SNI. */
 export interface ListenerTlsModel {
-  readonly mode: 'terminate' | 'passthrough';
+  readonly mode: TlsMode;
   /** terminate: certificate and key files; the first is the default. */
   readonly certs: readonly { readonly cert: string; readonly key: string }[];
   readonly minVersion: TlsVersion;

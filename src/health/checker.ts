@@ -13,6 +13,7 @@ import type { Pool, Server } from '../pool.js';
 import { probe, type ProbeResult } from './probe.js';
 import type { LastCheck } from './state.js';
 import { processFds, type FdBudget } from '../net/fd-budget.js';
+import { reasonOf } from '../proxy/termination.js';
 
 /** Quickest re-probe after a failure; keeps a flapping server from being hammered. */
 const MIN_FAST_INTERVAL_MS = 50;
@@ -44,6 +45,9 @@ export class HealthChecker {
   readonly #slots = new Map<Server, Slot>();
   readonly #abort = new AbortController();
   #closed = false;
+  /** Probes under way: close() waits for them to settle, so no probe socket outlives the checker. */
+  readonly #inFlight = new Set<Promise<ProbeResult>>();
+  #closing: Promise<void> | undefined;
   /** Probes that could not run for a local shortage since the last warning, and when that was. */
   #localSkipped = 0;
   #localWarnedAt = -Infinity;
@@ -54,9 +58,13 @@ export class HealthChecker {
     this.#options = options;
   }
 
-  /** Probe every server at once (with a little spread), then every interval. */
+  /**
+   * Probe every server at once (with a little spread), then every interval.
+   * Lifecycle: the constructor only stores; `start()` arms the timers;
+   * `close()` and `destroy()` stop them and abandon probes in flight.
+   */
   start(): void {
-    this.#pool.onConnectFailure((server, reason) => this.recordPassiveFailure(server, reason));
+    this.#pool.onConnectFailure((server, failure) => this.recordPassiveFailure(server, reasonOf(failure)));
     for (const server of this.#pool.servers) {
       const slot: Slot = { timer: undefined, dueAt: 0, inFlight: false };
       this.#slots.set(server, slot);
@@ -64,13 +72,25 @@ export class HealthChecker {
     }
   }
 
-  /** Stop every timer and abandon probes in flight. Idempotent. */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#pool.onConnectFailure(undefined);
-    for (const slot of this.#slots.values()) clearTimeout(slot.timer);
-    this.#abort.abort();
+  /**
+   * Stop every timer and abandon probes in flight (a probe's verdict is of no
+   * use once the checker is gone); resolves when their sockets are closed.
+   * Idempotent: one shared promise.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      this.#pool.onConnectFailure(undefined);
+      for (const slot of this.#slots.values()) clearTimeout(slot.timer);
+      this.#abort.abort();
+      await Promise.all(this.#inFlight);
+    })();
+    return this.#closing;
+  }
+
+  /** The same as close(): a checker has nothing to let finish. */
+  destroy(): Promise<void> {
+    return this.close();
   }
 
   /** A real client connect failed: count it as a failed check and re-probe soon. */
@@ -101,18 +121,22 @@ export class HealthChecker {
       return;
     }
     slot.inFlight = true;
+    const running = probe(server.address, {
+      timeoutMs: health.timeoutMs,
+      send: health.send,
+      expect: health.expect,
+      proxyHeader: this.#options.proxyHeader,
+      signal: this.#abort.signal,
+      fds: this.#options.fds ?? processFds,
+    });
+    this.#inFlight.add(running);
     let result: ProbeResult;
     try {
-      result = await probe(server.address, {
-        timeoutMs: health.timeoutMs,
-        send: health.send,
-        expect: health.expect,
-        proxyHeader: this.#options.proxyHeader,
-        signal: this.#abort.signal,
-        fds: this.#options.fds ?? processFds,
-      });
+      // probe() never rejects.
+      result = await running;
     } finally {
       slot.inFlight = false;
+      this.#inFlight.delete(running);
     }
     if (this.#closed) return;
     if (result.local !== undefined) {

@@ -20,7 +20,7 @@
  * entries without open connections whose bucket is still refilling, in the
  * order they became so (the oldest is the first to be full again).
  */
-import { ipv6NetworkKey } from '../net/cidr.js';
+import { prefixKey } from '../net/ip.js';
 
 export interface PerSourceLimits {
   /** Concurrent connections per client; 0 = unlimited. */
@@ -78,8 +78,7 @@ export class PerSourceTable {
 
   /** The key `ip` is counted under: the IPv4 address, or its IPv6 network. */
   keyOf(ip: string): string {
-    if (!ip.includes(':')) return ip;
-    return ipv6NetworkKey(ip, this.#prefix) ?? ip;
+    return prefixKey(ip, this.#prefix);
   }
 
   /**

@@ -33,14 +33,3 @@ export interface AccessRecord {
 export function logAccess(logger: Logger, record: AccessRecord): void {
   logger.info(record, 'connection');
 }
-
-/** `1.2.3.4:5` or `[::1]:5`. */
-export function formatEndpoint(ip: string, port: number | undefined): string {
-  return ip.includes(':') ? `[${ip}]:${port ?? 0}` : `${ip}:${port ?? 0}`;
-}
-
-/** IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as plain IPv4, so a client has one identity on dual-stack listeners. */
-export function normaliseIp(ip: string | undefined): string {
-  if (ip === undefined) return '';
-  return ip.length > 7 && ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
-}

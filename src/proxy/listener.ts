@@ -1,28 +1,35 @@
 /**
- * One `net` server per configured listener. It owns its server socket and
- * every session it accepted; `close()` stops accepting while sessions go on,
- * `shutdown()` ends the sessions that remain.
+ * One `net` server per configured listener. It owns its server socket, its
+ * timers and every session it accepted.
+ *
+ * Lifecycle: the constructor only builds objects; `start()` loads what the
+ * listener needs (certificates), binds and starts its timers; `close()`
+ * stops accepting and resolves once the last session has ended (graceful);
+ * `shutdown()` ends the sessions that remain; `destroy()` does all of it at
+ * once and releases every timer. Each is idempotent.
  */
 import net from 'node:net';
-import { ListenError } from '../errors.js';
 import type { ListenerModel } from '../config/model.js';
+import { LocalResourceError, ListenError, RejectedError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Pool } from '../pool.js';
-import { Session, type SessionContext } from './session.js';
 import { CidrList } from '../net/cidr.js';
-import { ListenerStats } from './stats.js';
-import { DEFAULT_MAX_SOURCES, PerSourceTable } from '../protect/per-source.js';
-import { ConfigError } from '../errors.js';
-import { SniRouter } from '../tls/sni-routes.js';
-import { TlsTerminator, certStoreOptions } from '../tls/terminator.js';
-import { TicketKeys } from '../tls/ticket-keys.js';
-import { loadCertificates, type CertLoadResult } from '../tls/cert-store.js';
-import { listenFds } from '../runtime/systemd.js';
-import { LineLimiter } from './line-limiter.js';
 import { processFds, type FdBudget } from '../net/fd-budget.js';
+import type { Pool } from '../pool.js';
+import { DEFAULT_MAX_SOURCES, PerSourceTable } from '../protect/per-source.js';
+import { listenFds } from '../runtime/systemd.js';
+import { SniRouter } from '../tls/sni-routes.js';
+import type { TicketKeys } from '../tls/ticket-keys.js';
+import type { TlsTerminator } from '../tls/terminator.js';
+import { frontStages } from './front/index.js';
+import { LineLimiter } from './line-limiter.js';
+import { ListenerTls } from './listener-tls.js';
+import { Session, type SessionContext } from './session.js';
+import { ListenerStats } from './stats.js';
 
 /** A local resource shortage is worth a warning, but one per this interval per listener (with a count). */
 const LOCAL_ERROR_WARN_EVERY_MS = 10_000;
+/** How often idle per-source entries are forgotten. */
+const PER_SOURCE_SWEEP_MS = 10_000;
 
 /**
  * How often open connections are checked for idleness: a quarter of the idle
@@ -33,48 +40,47 @@ function idleSweepMs(idleMs: number): number {
   return Math.min(1_000, Math.max(50, Math.floor(idleMs / 4)));
 }
 
-/** Whether `model` terminates TLS with session tickets on. */
-function usesTickets(model: ListenerModel): boolean {
-  return model.tls !== null && model.tls.mode === 'terminate' && model.tls.sessionTickets;
+/** A session context and what it was built from (the terminator, for certificate reloads). */
+interface Context extends SessionContext {
+  readonly terminator: TlsTerminator | null;
 }
-
-/** How often idle per-source entries are forgotten. */
-const PER_SOURCE_SWEEP_MS = 10_000;
-
-type MutableContext = { -readonly [K in keyof SessionContext]: SessionContext[K] };
 
 export class Listener {
   #model: ListenerModel;
+  #pools: ReadonlyMap<string, Pool>;
   readonly #server: net.Server;
   readonly #sessions = new Set<Session>();
   readonly #logger: Logger;
-  #accessLog: Logger | null;
   readonly #rootLogger: Logger;
+  #accessLog: boolean;
   /** What new sessions get; a reload swaps it, sessions keep the one they started with. */
-  #ctx: MutableContext;
+  #ctx: Context | undefined;
   readonly stats = new ListenerStats();
   /** Lines of connections that never reached a server, bounded per listener (kept across reloads). */
   readonly #limiter = new LineLimiter();
   readonly #fds: FdBudget;
+  readonly #tls: ListenerTls;
   /** Local errors since the last warning, and when that was. */
   #localErrorsUnreported = 0;
   #localErrorWarnedAt = -Infinity;
-  #closing = false;
-  /** Session-ticket keys, created with the first terminator that issues tickets; see `ticketKeys`. */
-  #ticketKeys: TicketKeys | null = null;
   #sweepTimer: NodeJS.Timeout | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
+  #closing: Promise<void> | undefined;
+  /** Resolves close() once the last session has ended. */
+  #drained: (() => void) | undefined;
+  #destroying: Promise<void> | undefined;
 
   /**
    * @param pools every pool by name: the listener's own and those its routes name.
    */
   constructor(model: ListenerModel, pools: ReadonlyMap<string, Pool>, logger: Logger, accessLog: boolean, fds: FdBudget = processFds) {
-    this.#fds = fds;
     this.#model = model;
+    this.#pools = pools;
+    this.#fds = fds;
     this.#logger = logger.child({ listener: model.name });
     this.#rootLogger = logger;
-    this.#accessLog = accessLog ? logger : null;
-    this.#ctx = this.#buildContext(model, pools, null);
+    this.#accessLog = accessLog;
+    this.#tls = new ListenerTls(model.name, this.#logger);
     this.#server = net.createServer({
       allowHalfOpen: true,
       // The client is read only once its backend is connected.
@@ -84,86 +90,14 @@ export class Listener {
       keepAliveInitialDelay: 60_000,
     });
     this.#server.on('connection', this.#onConnection);
-    this.#startTimers();
     this.#server.on('error', (err) => {
-      // After listen succeeded, errors are accept failures (EMFILE...): log, keep serving.
+      // After listen succeeded, errors are accept failures: log, keep serving.
       this.#logger.error({ err: { code: (err as NodeJS.ErrnoException).code, message: err.message } }, 'accept error');
     });
   }
 
   get model(): ListenerModel {
     return this.#model;
-  }
-
-  /** Everything a session needs, built from one model; `previous` lends its per-source table if the limits are unchanged. */
-  #buildContext(model: ListenerModel, pools: ReadonlyMap<string, Pool>, previous: MutableContext | null): MutableContext {
-    // Entries with open connections are never forgotten, so the table holds at least as many clients as the listener connections.
-    const maxSources = Math.max(DEFAULT_MAX_SOURCES, model.maxConnections);
-    const samePerSource =
-      previous !== null &&
-      previous.perSource !== null &&
-      previous.listener.perSource.maxConnections === model.perSource.maxConnections &&
-      previous.listener.perSource.connectRate === model.perSource.connectRate &&
-      previous.listener.perSource.ipv6Prefix === model.perSource.ipv6Prefix &&
-      previous.perSource.maxSources === maxSources;
-    return {
-      listener: model,
-      pool: pools.get(model.pool)!,
-      terminator: null,
-      router: model.routes.length > 0 ? new SniRouter(model.routes.map((r) => ({ sni: r.sni, target: pools.get(r.pool)! }))) : null,
-      backendTls: (p) => p.tlsOptions,
-      accessLog: this.#accessLog,
-      logger: this.#logger,
-      stats: this.stats,
-      allow: model.allow.length > 0 ? new CidrList(model.allow) : null,
-      deny: model.deny.length > 0 ? new CidrList(model.deny) : null,
-      perSource: samePerSource
-        ? previous.perSource
-        : model.perSource.maxConnections > 0 || model.perSource.connectRate > 0
-          ? new PerSourceTable(model.perSource, { maxSources })
-          : null,
-      // Never null with accept_proxy (null means "anyone" to the session): an empty list, which the loader refuses, would trust no one.
-      trustedProxies: model.acceptProxy ? new CidrList(model.trustedProxies) : null,
-      limiter: this.#limiter,
-      fds: this.#fds,
-      onLocalError: this.#onLocalError,
-      onClosed: (session) => this.#sessions.delete(session),
-    };
-  }
-
-  #startTimers(): void {
-    clearInterval(this.#idleTimer);
-    clearInterval(this.#sweepTimer);
-    this.#sweepTimer = undefined;
-    const ctx = this.#ctx;
-    this.#idleTimer = setInterval(this.#checkIdle, idleSweepMs(Math.min(ctx.listener.timeouts.idleMs, ctx.pool.model.timeouts.idleMs)));
-    if (ctx.perSource !== null) {
-      const table = ctx.perSource;
-      this.#sweepTimer = setInterval(() => table.sweep(), PER_SOURCE_SWEEP_MS);
-    }
-  }
-
-  /**
-   * Reload, step one: build everything the new model needs (certificates
-   * re-read from disk) without touching what serves now. Returns the commit
-   * step, which cannot fail; rejects with ConfigError and changes nothing.
-   * The bound socket is kept: a reload never refuses a connection here.
-   */
-  async prepareUpdate(model: ListenerModel, pools: ReadonlyMap<string, Pool>, accessLog: boolean): Promise<() => void> {
-    const ctx = this.#buildContext(model, pools, this.#ctx);
-    ctx.accessLog = accessLog ? this.#rootLogger : null;
-    if (model.tls !== null && model.tls.mode === 'terminate') {
-      const result = await this.#loadCertificates(model);
-      if (!result.ok) throw this.#certProblems(result);
-      ctx.terminator = new TlsTerminator(model.tls, result.store, model.timeouts.handshakeMs, this.#ticketKeysFor(model));
-    }
-    return () => {
-      if (!usesTickets(model)) this.#dropTicketKeys();
-      this.#model = model;
-      this.#accessLog = ctx.accessLog;
-      this.#ctx = ctx;
-      if (!this.#closing) this.#startTimers();
-    };
   }
 
   /** Open connections right now. */
@@ -176,40 +110,38 @@ export class Listener {
     return this.#server.address() as net.AddressInfo;
   }
 
-  /**
-   * Load what the listener needs before it may accept: its certificates.
-   * Rejects with ConfigError naming the files; warnings (expired
-   * certificates) are logged.
-   */
-  async prepare(): Promise<void> {
-    const tlsModel = this.model.tls;
-    if (tlsModel === null || tlsModel.mode !== 'terminate') return;
-    const result = await this.#loadCertificates(this.model);
-    if (!result.ok) throw this.#certProblems(result);
-    this.#ctx.terminator = new TlsTerminator(tlsModel, result.store, this.model.timeouts.handshakeMs, this.#ticketKeysFor(this.model));
-  }
-
-  /**
-   * This listener's session-ticket keys (null: it issues no tickets). One
-   * holder for the listener's life, so tickets survive reloads; never shared
-   * with another listener, whose ticket must not resume here.
-   */
+  /** This listener's session-ticket keys; null while it issues no tickets. */
   get ticketKeys(): TicketKeys | null {
-    return this.#ticketKeys;
+    return this.#tls.ticketKeys;
   }
 
-  #ticketKeysFor(model: ListenerModel): TicketKeys | null {
-    if (!usesTickets(model)) return null;
-    if (this.#ticketKeys === null) {
-      this.#ticketKeys = new TicketKeys();
-      this.#ticketKeys.start();
-    }
-    return this.#ticketKeys;
+  /**
+   * Load what the listener needs (certificates), bind and start accepting.
+   * Rejects with ConfigError (certificates) or ListenError (bind); nothing is
+   * left open then.
+   */
+  async start(): Promise<void> {
+    this.#ctx = await this.#buildContext(this.#model, this.#pools, this.#accessLog, null);
+    await this.#listen();
+    this.#startTimers();
   }
 
-  #dropTicketKeys(): void {
-    this.#ticketKeys?.close();
-    this.#ticketKeys = null;
+  /**
+   * Reload, step one: build everything the new model needs (certificates
+   * re-read from disk) without touching what serves now. Returns the commit
+   * step, which cannot fail; rejects with ConfigError and changes nothing.
+   * The bound socket is kept: a reload never refuses a connection here.
+   */
+  async prepareUpdate(model: ListenerModel, pools: ReadonlyMap<string, Pool>, accessLog: boolean): Promise<() => void> {
+    const ctx = await this.#buildContext(model, pools, accessLog, this.#ctx ?? null);
+    return () => {
+      this.#tls.committed(model);
+      this.#model = model;
+      this.#pools = pools;
+      this.#accessLog = accessLog;
+      this.#ctx = ctx;
+      if (this.#closing === undefined) this.#startTimers();
+    };
   }
 
   /**
@@ -218,31 +150,86 @@ export class Listener {
    * rejects with ConfigError.
    */
   async reloadCertificates(): Promise<void> {
-    const terminator = this.#ctx.terminator;
-    if (terminator === null) return;
-    const result = await terminator.store.reload();
-    if (!result.ok) throw this.#certProblems(result);
-    for (const w of result.warnings) this.#logger.warn({ warning: w }, 'certificate warning');
-    terminator.setStore(result.store);
-    this.#logger.info({ certificates: result.store.certificates.length }, 'certificates reloaded');
+    const terminator = this.#ctx?.terminator ?? null;
+    if (terminator !== null) await this.#tls.reloadCertificates(terminator);
   }
 
-  async #loadCertificates(model: ListenerModel): Promise<CertLoadResult> {
-    const t = model.tls!;
-    const result = await loadCertificates(t.certs, certStoreOptions(t));
-    for (const w of result.warnings) this.#logger.warn({ warning: w }, 'certificate warning');
-    return result;
+  /** Stop accepting; resolves once every open session has ended. Idempotent (one shared promise). */
+  close(): Promise<void> {
+    this.#closing ??= new Promise<void>((resolve) => {
+      clearInterval(this.#sweepTimer);
+      this.#sweepTimer = undefined;
+      // net.Server#close waits for connections we track ourselves: unbind, and count sessions instead.
+      if (this.#server.listening) this.#server.close();
+      if (this.#sessions.size === 0) return resolve();
+      this.#drained = resolve;
+    });
+    return this.#closing;
   }
 
-  #certProblems(result: Extract<CertLoadResult, { ok: false }>): ConfigError {
-    const where = `listener ${this.model.name}: tls`;
-    return new ConfigError(result.problems.map((p) => ({ path: p.path === '' ? where : `${where}.${p.path}`, message: p.message })));
+  /** End every open session now (drain time is over). */
+  shutdown(): void {
+    for (const session of this.#sessions) session.shutdown();
   }
 
-  /** Bind and start accepting. Rejects with ListenError. */
-  start(): Promise<void> {
-    const { host, port, text } = this.model.bind;
-    const fdName = this.model.systemdSocket;
+  /** Stop accepting, end every session, release every timer and the ticket keys. Idempotent (one shared promise). */
+  destroy(): Promise<void> {
+    this.#destroying ??= (async () => {
+      const closed = this.close();
+      this.shutdown();
+      clearInterval(this.#idleTimer);
+      this.#idleTimer = undefined;
+      this.#limiter.close();
+      this.#tls.close();
+      await closed;
+    })();
+    return this.#destroying;
+  }
+
+  /** Everything a session needs, built from one model; `previous` lends its per-source table if the limits are unchanged. */
+  async #buildContext(model: ListenerModel, pools: ReadonlyMap<string, Pool>, accessLog: boolean, previous: Context | null): Promise<Context> {
+    const terminator = await this.#tls.terminatorFor(model);
+    // Entries with open connections are never forgotten, so the table holds at least as many clients as the listener connections.
+    const maxSources = Math.max(DEFAULT_MAX_SOURCES, model.maxConnections);
+    const samePerSource =
+      previous !== null &&
+      previous.perSource !== null &&
+      previous.listener.perSource.maxConnections === model.perSource.maxConnections &&
+      previous.listener.perSource.connectRate === model.perSource.connectRate &&
+      previous.listener.perSource.ipv6Prefix === model.perSource.ipv6Prefix &&
+      previous.perSource.maxSources === maxSources;
+    const perSource = samePerSource
+      ? previous.perSource
+      : model.perSource.maxConnections > 0 || model.perSource.connectRate > 0
+        ? new PerSourceTable(model.perSource, { maxSources })
+        : null;
+    const front = frontStages(model, {
+      // Never null with accept_proxy: an empty list, which the loader refuses, would trust no one.
+      trustedProxies: model.acceptProxy ? new CidrList(model.trustedProxies) : null,
+      allow: model.allow.length > 0 ? new CidrList(model.allow) : null,
+      deny: model.deny.length > 0 ? new CidrList(model.deny) : null,
+      perSource,
+      terminator,
+    });
+    return {
+      listener: model,
+      pool: pools.get(model.pool)!,
+      router: model.routes.length > 0 ? new SniRouter(model.routes.map((r) => ({ sni: r.sni, target: pools.get(r.pool)! }))) : null,
+      front,
+      perSource,
+      terminator,
+      accessLog: accessLog ? this.#rootLogger : null,
+      stats: this.stats,
+      limiter: this.#limiter,
+      fds: this.#fds,
+      onLocalError: this.#onLocalError,
+      onClosed: this.#onSessionClosed,
+    };
+  }
+
+  #listen(): Promise<void> {
+    const { host, port, text } = this.#model.bind;
+    const fdName = this.#model.systemdSocket;
     // A handle `{ fd }` is what listen() takes for an inherited socket.
     let target: net.ListenOptions | { fd: number } = { host, port, backlog: 4096 };
     if (fdName !== null) {
@@ -250,12 +237,12 @@ export class Listener {
       const fd = listenFds().get(fdName);
       if (fd === undefined) {
         const passed = process.env.LISTEN_FDNAMES ?? '(none)';
-        return Promise.reject(new ListenError(this.model.name, text, new Error(`systemd passed no socket named "${fdName}" (LISTEN_FDNAMES=${passed})`)));
+        return Promise.reject(new ListenError(this.#model.name, text, new Error(`systemd passed no socket named "${fdName}" (LISTEN_FDNAMES=${passed})`)));
       }
       target = { fd };
     }
     return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(new ListenError(this.model.name, text, err));
+      const onError = (err: Error): void => reject(new ListenError(this.#model.name, text, err));
       this.#server.once('error', onError);
       this.#server.listen(target as net.ListenOptions, () => {
         this.#server.removeListener('error', onError);
@@ -266,25 +253,30 @@ export class Listener {
     });
   }
 
-  /** Stop accepting new connections; open sessions continue. Idempotent. */
-  close(): Promise<void> {
-    if (this.#closing) return Promise.resolve();
-    this.#closing = true;
+  #startTimers(): void {
+    clearInterval(this.#idleTimer);
     clearInterval(this.#sweepTimer);
     this.#sweepTimer = undefined;
-    return new Promise((resolve) => {
-      if (!this.#server.listening) return resolve();
-      // net.Server#close calls back only once every connection is gone; we
-      // track sessions ourselves, so resolve as soon as the socket is unbound.
-      this.#server.close();
-      resolve();
-    });
+    const ctx = this.#ctx!;
+    this.#idleTimer = setInterval(this.#checkIdle, idleSweepMs(Math.min(ctx.listener.timeouts.idleMs, ctx.pool.model.timeouts.idleMs)));
+    if (ctx.perSource !== null) {
+      const table = ctx.perSource;
+      this.#sweepTimer = setInterval(() => table.sweep(), PER_SOURCE_SWEEP_MS);
+    }
   }
 
   #checkIdle = (): void => {
     const now = performance.now();
     for (const session of this.#sessions) session.checkIdle(now);
     this.stats.forgetRetired();
+  };
+
+  #onSessionClosed = (session: Session): void => {
+    this.#sessions.delete(session);
+    if (this.#sessions.size === 0 && this.#drained !== undefined) {
+      this.#drained();
+      this.#drained = undefined;
+    }
   };
 
   /**
@@ -308,33 +300,20 @@ export class Listener {
     this.#localErrorsUnreported = 0;
   };
 
-  /** End every open session now (drain time is over). */
-  shutdown(): void {
-    for (const session of this.#sessions) session.shutdown();
-  }
-
-  /** Stop accepting and release every timer; call once no session is left (or after shutdown()). Idempotent. */
-  async destroy(): Promise<void> {
-    await this.close();
-    clearInterval(this.#idleTimer);
-    this.#idleTimer = undefined;
-    this.#limiter.close();
-    this.#dropTicketKeys();
-  }
-
   #onConnection = (socket: net.Socket): void => {
-    if (this.#closing) {
+    const ctx = this.#ctx;
+    if (this.#closing !== undefined || ctx === undefined) {
       socket.destroy();
       return;
     }
     this.stats.accepted++;
-    const session = new Session(socket, this.#ctx);
-    const max = this.model.maxConnections;
+    const session = new Session(socket, ctx);
+    const max = ctx.listener.maxConnections;
     const full = max > 0 && this.#sessions.size >= max;
     this.#sessions.add(session);
     // Over a limit: close at once, nothing read, nothing connected; logged like any connection.
-    if (full) return session.refuse('rejected_limit', 'max_connections');
-    if (!this.#fds.take('accept')) return session.refuse('local_error', 'descriptor reserve reached', 'EMFILE');
+    if (full) return session.refuse(new RejectedError('L4LB_REJECTED_LIMIT', 'max_connections'));
+    if (!this.#fds.take('accept')) return session.refuse(new LocalResourceError('EMFILE', 'descriptor reserve reached'));
     session.start(true);
   };
 }

@@ -16,8 +16,14 @@ export interface ServerCounters {
   bytesOut: number;
 }
 
-/** Why a connection was closed before reaching a server (the `reason` label of l4lb_rejected_connections_total). */
-export type RejectReason = 'acl' | 'limit' | 'proxy_header' | 'tls' | 'no_server' | 'local';
+/**
+ * Why a connection was closed before reaching a server: the `reason` label of
+ * l4lb_rejected_connections_total, every one exported (at 0 too), so
+ * dashboards and alerts see the series before the first rejection.
+ */
+export const REJECT_REASONS = ['acl', 'limit', 'proxy_header', 'tls', 'no_server', 'local'] as const;
+
+export type RejectReason = (typeof REJECT_REASONS)[number];
 
 /** The reject reason a termination counts under, if it is a rejection. */
 export const REJECT_REASON_OF: Partial<Readonly<Record<Termination, RejectReason>>> = {
@@ -70,6 +76,8 @@ export class ListenerStats {
   /** Count a finished connection: its termination, and its rejection reason if it was one. */
   terminated(t: Termination): void {
     this.terminations.set(t, (this.terminations.get(t) ?? 0) + 1);
+    // tls_error is always a client's failed handshake (TLS to servers fails as connect_failed).
+    if (t === 'tls_error') this.tlsHandshakeFailures++;
     const reason = REJECT_REASON_OF[t];
     if (reason !== undefined) this.reject(reason);
   }

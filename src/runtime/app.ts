@@ -1,9 +1,10 @@
 /**
  * The running load balancer: pools and listeners built from one model.
- * Phases: created → running → draining → stopped. `start()` binds every
- * listener or none; `stop()` stops accepting at once, waits for open
- * connections up to the drain timeout, then closes what remains;
- * `destroy()` (forced) closes everything at once, whatever the phase.
+ * Phases: created → running → draining → stopped. The constructor only
+ * builds objects; `start()` binds every listener or none; `close()`
+ * (graceful) stops accepting at once, waits for open connections up to the
+ * drain timeout, then closes what remains; `destroy()` (forced) closes
+ * everything at once, whatever the phase. Both are idempotent.
  */
 import type { ListenerModel, Model } from '../config/model.js';
 import type { Logger } from '../log.js';
@@ -11,11 +12,11 @@ import { Pool } from '../pool.js';
 import { Listener } from '../proxy/listener.js';
 import { HealthChecker } from '../health/checker.js';
 import type { ProxyProtocolVersion } from '../config/model.js';
-import { encodeV1Local, encodeV2 } from '../proxy-protocol.js';
+import { encodeV1Local, encodeV2 } from '../proxy-protocol/index.js';
 import type net from 'node:net';
 import { AdminServer } from '../admin/server.js';
 // One rule for "same socket", shared with the reload preview (l4lb check --diff).
-import { sameSocket } from './diff.js';
+import { sameSocket } from '../config/identity.js';
 
 /** Probes of a pool that sends PROXY headers carry one too, so strict backends accept them. */
 function probeHeader(version: ProxyProtocolVersion): ((socket: net.Socket) => Buffer) | null {
@@ -54,7 +55,6 @@ export class App {
   #destroying: Promise<void> | undefined;
   /** Reloads run one at a time. */
   #reloading: Promise<unknown> = Promise.resolve();
-  #retiredTimer: NodeJS.Timeout | undefined;
   /** Reload outcomes, for metrics and status. */
   readonly reloads = { succeeded: 0, failed: 0, lastSucceeded: true, lastAt: 0 };
 
@@ -110,10 +110,11 @@ export class App {
   async start(): Promise<void> {
     if (this.#phase !== 'created') throw new Error(`App.start() in phase ${this.#phase}`);
     const results = await Promise.allSettled([
-      ...this.#listeners.map(async (l) => {
-        await l.prepare();
-        await l.start();
-      }),
+      // Pools first: TLS to their servers must be ready before a listener accepts.
+      (async () => {
+        for (const p of this.#pools.values()) p.start();
+      })(),
+      ...this.#listeners.map((l) => l.start()),
       this.admin?.start(),
     ]);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -163,11 +164,9 @@ export class App {
     // Step one: everything that can fail (certificates, new binds).
     const commits: Array<() => void> = [];
     try {
+      for (const p of pools.values()) p.start();
       for (const [listener, lm] of kept) commits.push(await listener.prepareUpdate(lm, pools, next.log.access));
-      for (const l of added) {
-        await l.prepare();
-        await l.start();
-      }
+      for (const l of added) await l.start();
       // A forced stop came while this reload bound: it must not leave a listener behind.
       if (this.#destroying !== undefined) throw new Error('App destroyed during reload()');
     } catch (err) {
@@ -181,11 +180,8 @@ export class App {
     const poolsRemoved = [...this.#pools.keys()].filter((name) => !pools.has(name));
     for (const p of pools.values()) p.activate();
     for (const commit of commits) commit();
-    for (const l of removed) {
-      void l.close();
-      this.#retired.add(l);
-    }
-    for (const c of this.#checkers) c.close();
+    for (const l of removed) this.#retire(l);
+    for (const c of this.#checkers) void c.close();
     for (const [name, p] of this.#pools) {
       p.close();
       // A pool the reload removed: its servers are gone too (counters forgotten once their connections close).
@@ -200,7 +196,6 @@ export class App {
     }
     this.#logger.level = next.log.level;
     this.#model = next;
-    this.#watchRetired();
     return {
       listenersAdded: added.map((l) => l.model.name),
       listenersRemoved: removed.map((l) => l.model.name),
@@ -210,20 +205,13 @@ export class App {
     };
   }
 
-  /** Destroy retired listeners once their last connection has closed. */
-  #watchRetired(): void {
-    if (this.#retiredTimer !== undefined || this.#retired.size === 0) return;
-    this.#retiredTimer = setInterval(() => {
-      for (const l of this.#retired) {
-        if (l.connections > 0) continue;
-        this.#retired.delete(l);
-        void l.destroy();
-      }
-      if (this.#retired.size === 0) {
-        clearInterval(this.#retiredTimer);
-        this.#retiredTimer = undefined;
-      }
-    }, 1_000);
+  /** A listener a reload removed: it stops accepting, and is destroyed once its last connection has ended. */
+  #retire(listener: Listener): void {
+    this.#retired.add(listener);
+    void listener.close().then(() => {
+      this.#retired.delete(listener);
+      return listener.destroy();
+    });
   }
 
   /**
@@ -231,30 +219,30 @@ export class App {
    * within `drainMs`, then they are closed with termination `shutdown`.
    * Idempotent: every call returns the same promise.
    */
-  stop(drainMs: number): Promise<void> {
+  close(drainMs: number): Promise<void> {
     this.#stopping ??= this.#drain(drainMs);
     return this.#stopping;
+  }
+
+  /** The same as close(drainMs). */
+  stop(drainMs: number): Promise<void> {
+    return this.close(drainMs);
   }
 
   async #drain(drainMs: number): Promise<void> {
     this.#phase = 'draining';
     // A reload in progress finishes first, so nothing it opens is left behind.
     await this.#reloading;
-    clearInterval(this.#retiredTimer);
-    this.#retiredTimer = undefined;
     const all = [...this.#listeners, ...this.#retired];
-    await Promise.all(all.map((l) => l.close()));
-    const open = this.connections;
-    this.#logger.info({ connections: open, drain_timeout_ms: drainMs }, 'draining');
-    if (open > 0) await this.#waitForConnections(drainMs);
-    const left = this.connections;
-    if (left > 0) {
-      this.#logger.info({ connections: left }, 'drain timeout reached, closing open connections');
+    const drained = Promise.all(all.map((l) => l.close()));
+    this.#logger.info({ connections: this.connections, drain_timeout_ms: drainMs }, 'draining');
+    if (!(await settlesWithin(drained, drainMs))) {
+      this.#logger.info({ connections: this.connections }, 'drain timeout reached, closing open connections');
       for (const l of all) l.shutdown();
-      await this.#waitForConnections(1_000);
+      await settlesWithin(drained, 1_000);
     }
     await Promise.all(all.map((l) => l.destroy()));
-    for (const c of this.#checkers) c.close();
+    await Promise.all(this.#checkers.map((c) => c.close()));
     for (const p of this.pools.values()) p.close();
     // Last: /healthz answered "draining" all along.
     await this.admin?.close();
@@ -274,30 +262,21 @@ export class App {
   }
 
   async #destroy(): Promise<void> {
-    clearInterval(this.#retiredTimer);
-    this.#retiredTimer = undefined;
     const all = [...this.#listeners, ...this.#retired];
-    // Stop accepting first (close() unbinds synchronously), so no session starts after shutdown().
-    const closing = all.map((l) => l.close());
-    for (const l of all) l.shutdown();
-    await Promise.all([...closing, ...all.map((l) => l.destroy())]);
-    for (const c of this.#checkers) c.close();
+    await Promise.all([...all.map((l) => l.destroy()), ...this.#checkers.map((c) => c.destroy())]);
     for (const p of this.#pools.values()) p.close();
-    await this.admin?.close();
+    await (this.admin?.destroy() ?? this.admin?.close());
     this.#phase = 'stopped';
   }
+}
 
-  #waitForConnections(withinMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      const deadline = Date.now() + withinMs;
-      const tick = (): void => {
-        if (this.connections === 0 || Date.now() >= deadline) {
-          clearInterval(timer);
-          resolve();
-        }
-      };
-      const timer = setInterval(tick, 50);
-      tick();
-    });
+/** Whether `promise` settles within `ms` (the timer does not outlive the answer). */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -25,9 +25,10 @@ import tls from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
 import { parseAddress } from '../config/address.js';
 import type { Endpoint, PoolTlsModel } from '../config/model.js';
+import { DEFAULTS } from '../defaults.js';
 import { ConfigError } from '../errors.js';
 import { normaliseServerName } from './client-hello.js';
-import { parseCertificates, parsePrivateKey, publicKeysEqual, readPem, readPemSync, safeReason, validityWarnings } from './cert-store.js';
+import { parseCertificates, parsePrivateKey, publicKeysEqual, readPem, readPemSync, safeReason, validityWarnings } from './pem.js';
 
 /** One reason a pool's TLS settings cannot be used. */
 export interface BackendTlsProblem {
@@ -129,7 +130,7 @@ function build(model: PoolTlsModel, caRead: Buffer | string | null, certRead: Bu
     let secureContext: tls.SecureContext;
     try {
       secureContext = tls.createSecureContext({
-        minVersion: 'TLSv1.2',
+        minVersion: DEFAULTS.tlsMinVersion,
         ...(ca !== undefined ? { ca } : {}),
         ...(certRead instanceof Buffer ? { cert: certRead } : {}),
         ...(keyPem !== undefined ? { key: keyPem } : {}),

@@ -1,7 +1,7 @@
 /**
- * Certificates for TLS termination (`listeners[].tls.certs`): loads and
- * checks PEM files, builds one `tls.SecureContext` per certificate, and picks
- * the context for a client's SNI.
+ * Certificates for TLS termination (`listeners[].tls.certs`): builds one
+ * `tls.SecureContext` per certificate from files checked by ./pem.ts, and
+ * picks the context for a client's SNI.
  *
  * Problems are returned as data, never thrown, so `l4lb check` can print all
  * of them and a reload can keep the running store when a file is bad.
@@ -19,42 +19,20 @@
  * certificate facts only, and OpenSSL reasons are scrubbed of anything
  * PEM- or base64-shaped as a second line of defence.
  */
-import { X509Certificate, createHash, createPrivateKey, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import { constants as cryptoConstants, createHash, randomBytes } from 'node:crypto';
 import tls from 'node:tls';
-import { readSecretFile, readSecretFileSync } from '../config/secret-file.js';
-import { isValidDnsName, normaliseServerName } from './client-hello.js';
+import { DEFAULTS } from '../defaults.js';
+import type { ListenerTlsModel } from '../config/model.js';
+import { loadPair, parseCertificates, readPem, safeReason, validityWarnings, type CertEntry, type CertFacts, type CertProblem } from './pem.js';
+import { normaliseServerName } from './server-name.js';
 
-/** One `tls.certs[]` entry: paths to a PEM certificate (chain) and its PEM private key. */
-export interface CertEntry {
-  cert: string;
-  key: string;
-}
+export type { CertEntry, CertProblem } from './pem.js';
 
-/** A reason a certificate set cannot be used. */
-export interface CertProblem {
-  /** Index into the entries, or null for problems not tied to one entry. */
-  index: number | null;
-  field: 'cert' | 'key' | 'client_ca' | 'options';
-  /** Config-relative path: `certs[1].key`, `client_ca`, or `` for context options. */
-  path: string;
-  /** Human-readable; names the file, never contains key material. */
-  message: string;
-}
-
-/** Everything known about one loaded certificate. */
-export interface CertInfo {
-  index: number;
-  certPath: string;
-  keyPath: string;
-  /** DNS names served, lower-cased: SAN DNS entries (wildcards included), else the subject CN. */
-  names: readonly string[];
-  subjectCN: string | null;
-  validFrom: Date;
-  validTo: Date;
-  /** SHA-256 fingerprint of the leaf, colon-separated hex (as `X509Certificate.fingerprint256`). */
-  fingerprint256: string;
+/** Everything known about one loaded certificate, and its TLS context. */
+export interface CertInfo extends CertFacts {
   context: tls.SecureContext;
 }
+
 
 /** Context options applied to every certificate's SecureContext. */
 export type CertContextOptions = Omit<
@@ -70,7 +48,7 @@ export interface CertStoreOptions {
    * the TLS socket still needs `requestCert: true, rejectUnauthorized: true`.
    */
   clientCa?: string;
-  /** E.g. `{ minVersion: 'TLSv1.3', ciphers }`; `minVersion` defaults to TLSv1.2. */
+  /** E.g. `{ minVersion: 'TLSv1.3', ciphers }`; `minVersion` defaults to `DEFAULTS.tlsMinVersion`. */
   context?: CertContextOptions;
   /**
    * 48 secret bytes for session ticket encryption, shared by every context
@@ -80,15 +58,29 @@ export interface CertStoreOptions {
   ticketKeys?: Buffer;
 }
 
+/**
+ * The store options a listener's TLS settings call for: one builder for
+ * `l4lb check` and for serving, so both accept and refuse alike.
+ */
+export function certStoreOptions(model: ListenerTlsModel): CertStoreOptions {
+  return {
+    ...(model.clientCa !== null ? { clientCa: model.clientCa } : {}),
+    context: {
+      minVersion: model.minVersion,
+      ...(model.ciphers !== null ? { ciphers: model.ciphers } : {}),
+      // No stateless tickets (TLS 1.2 and 1.3); TLS 1.3 then sends only
+      // session ids, which nothing here resumes: no resumption at all.
+      ...(model.sessionTickets ? {} : { secureOptions: cryptoConstants.SSL_OP_NO_TICKET }),
+    },
+  };
+}
+
 /** Result of {@link loadCertificates} and {@link CertStore.reload}. */
 export type CertLoadResult =
   | { ok: true; store: CertStore; warnings: string[] }
   | { ok: false; problems: CertProblem[]; warnings: string[] };
 
-/** PEM files larger than this are certainly not a certificate or key. */
-export const MAX_PEM_BYTES = 1024 * 1024;
 const TICKET_KEY_BYTES = 48;
-const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
 /**
  * Loaded certificates and their contexts. Immutable: {@link reload} builds a
@@ -253,7 +245,7 @@ async function loadWith(entries: readonly CertEntry[], options: CertStoreOptions
   }
 
   const contextOptions: tls.SecureContextOptions = {
-    minVersion: 'TLSv1.2',
+    minVersion: DEFAULTS.tlsMinVersion,
     honorCipherOrder: true,
     // OpenSSL fails resumption outright when client certificates are
     // requested and the context has no session id context (see
@@ -297,233 +289,9 @@ async function loadWith(entries: readonly CertEntry[], options: CertStoreOptions
   return { ok: true, store, warnings };
 }
 
-interface LoadedPair {
-  info: Omit<CertInfo, 'context'>;
-  certPem: Buffer;
-  keyPem: Buffer;
-}
-
-async function loadPair(
-  entry: CertEntry,
-  index: number,
-  now: number,
-): Promise<{ pair: LoadedPair | null; problems: CertProblem[]; warnings: string[] }> {
-  const problems: CertProblem[] = [];
-  const warnings: string[] = [];
-  const pair = await checkPair(entry, index, now, problems, warnings);
-  return { pair, problems, warnings };
-}
-
-async function checkPair(
-  entry: CertEntry,
-  index: number,
-  now: number,
-  problems: CertProblem[],
-  warnings: string[],
-): Promise<LoadedPair | null> {
-  const certPath = `certs[${index}].cert`;
-  const keyPath = `certs[${index}].key`;
-  const certProblem = (message: string): null => {
-    problems.push({ index, field: 'cert', path: certPath, message });
-    return null;
-  };
-  const keyProblem = (message: string): null => {
-    problems.push({ index, field: 'key', path: keyPath, message });
-    return null;
-  };
-
-  // Read both files even when one fails, so every problem is reported at once.
-  const [certRead, keyRead] = await Promise.all([readPem(entry.cert, 'certificate file'), readPem(entry.key, 'key file')]);
-
-  let chain: X509Certificate[] | null = null;
-  if (typeof certRead === 'string') certProblem(certRead);
-  else {
-    const parsed = parseCertificates(certRead, entry.cert, 'certificate file');
-    if (typeof parsed === 'string') certProblem(parsed);
-    else chain = parsed;
-  }
-
-  let key: KeyObject | null = null;
-  if (typeof keyRead === 'string') keyProblem(keyRead);
-  else {
-    key = parsePrivateKey(keyRead, entry.key, keyProblem);
-    if (key === null) keyRead.fill(0);
-  }
-
-  if (chain === null || key === null || typeof certRead === 'string' || typeof keyRead === 'string') {
-    if (typeof keyRead !== 'string') keyRead.fill(0);
-    return null;
-  }
-  const leaf = chain[0] as X509Certificate;
-  if (!publicKeysEqual(leaf, key)) {
-    keyRead.fill(0);
-    return keyProblem(`private key in ${entry.key} does not match the certificate in ${entry.cert}`);
-  }
-
-  chain.forEach((c, i) => {
-    const what = i === 0 ? `certificate ${entry.cert}` : `chain certificate ${i + 1} in ${entry.cert}`;
-    validityWarnings(c, now, `${certPath}: ${what}`, warnings);
-  });
-  const subjectCN = commonName(leaf);
-  const names = certificateNames(leaf, subjectCN);
-  if (names.length === 0) {
-    warnings.push(`${certPath}: certificate ${entry.cert} has no DNS names; it can only be served as the default`);
-  }
-  return {
-    info: {
-      index,
-      certPath: entry.cert,
-      keyPath: entry.key,
-      names,
-      subjectCN,
-      validFrom: new Date(leaf.validFrom),
-      validTo: new Date(leaf.validTo),
-      fingerprint256: leaf.fingerprint256,
-    },
-    certPem: certRead,
-    keyPem: keyRead,
-  };
-}
-
-/** Reads a small file; a string is a problem message naming the path. */
-export async function readPem(path: string, what: string): Promise<Buffer | string> {
-  try {
-    // Through the secret-file seam: after a privilege drop a root-only file yields the copy read at start.
-    // A private copy: key bytes are zeroed after use here, the seam's kept copy must survive that.
-    return Buffer.from(await readSecretFile(path, { maxBytes: MAX_PEM_BYTES }));
-  } catch (err) {
-    return readProblem(err, path, what);
-  }
-}
-
-/** The synchronous form of {@link readPem}. */
-export function readPemSync(path: string, what: string): Buffer | string {
-  try {
-    return Buffer.from(readSecretFileSync(path, { maxBytes: MAX_PEM_BYTES }));
-  } catch (err) {
-    return readProblem(err, path, what);
-  }
-}
-
-function readProblem(err: unknown, path: string, what: string): string {
-  const code = (err as { code?: unknown }).code;
-  if (code === 'L4LB_SECRET_NOT_FILE') return `${what} ${path} is not a regular file`;
-  if (code === 'L4LB_SECRET_TOO_LARGE') return `${what} ${path} is larger than ${MAX_PEM_BYTES} bytes; not a PEM file`;
-  return `cannot read ${what} ${path}: ${errnoReason(err)}`;
-}
-
 /** The session id context of a certificate set: one value per client CA bundle (or none). */
 function sessionIdContext(clientCa: Buffer | undefined): string {
   if (clientCa === undefined) return 'l4lb';
   // At most 32 bytes (SSL_MAX_SID_CTX_LENGTH).
   return createHash('sha256').update('l4lb client_ca\0').update(clientCa).digest('hex').slice(0, 32);
-}
-
-/** Every PEM certificate in `pem`, in order; a string is a problem message. */
-export function parseCertificates(pem: Buffer, path: string, what: string): X509Certificate[] | string {
-  const blocks = pem.toString('latin1').match(PEM_CERT_RE);
-  if (blocks === null) return `${what} ${path} contains no PEM certificate (-----BEGIN CERTIFICATE-----)`;
-  const certs: X509Certificate[] = [];
-  for (const [i, block] of blocks.entries()) {
-    try {
-      certs.push(new X509Certificate(block));
-    } catch (err) {
-      return `${what} ${path}: certificate ${i + 1} cannot be parsed: ${safeReason(err)}`;
-    }
-  }
-  return certs;
-}
-
-/** The private key in `pem`, or null after reporting why not to `problem` (no PEM key, encrypted, unparsable). */
-export function parsePrivateKey(pem: Buffer, path: string, problem: (m: string) => null): KeyObject | null {
-  const text = pem.toString('latin1');
-  if (!/-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/.test(text)) {
-    return problem(`key file ${path} contains no PEM private key`);
-  }
-  // No passphrase option exists; say so instead of OpenSSL's "bad decrypt".
-  if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(text)) {
-    return problem(`key file ${path} is encrypted; l4lb needs an unencrypted key (protect it with file permissions)`);
-  }
-  try {
-    return createPrivateKey({ key: pem, format: 'pem' });
-  } catch (err) {
-    return problem(`key file ${path} cannot be parsed: ${safeReason(err)}`);
-  }
-}
-
-/** Whether `key` is the private key of `cert`. */
-export function publicKeysEqual(cert: X509Certificate, key: KeyObject): boolean {
-  const spki = { type: 'spki', format: 'der' } as const;
-  try {
-    return cert.publicKey.export(spki).equals(createPublicKey(key).export(spki));
-  } catch {
-    return false;
-  }
-}
-
-/** Adds a warning for an expired or not yet valid certificate. */
-export function validityWarnings(cert: X509Certificate, now: number, what: string, warnings: string[]): void {
-  const from = Date.parse(cert.validFrom);
-  const to = Date.parse(cert.validTo);
-  if (to < now) warnings.push(`${what} expired on ${new Date(to).toISOString()}`);
-  else if (from > now) warnings.push(`${what} is not valid before ${new Date(from).toISOString()}`);
-}
-
-/** The subject CN, if present and printed unquoted (quoted values carry odd characters). */
-function commonName(cert: X509Certificate): string | null {
-  for (const line of cert.subject.split('\n')) {
-    if (line.startsWith('CN=') && !line.startsWith('CN="')) return line.slice(3);
-  }
-  return null;
-}
-
-/**
- * SAN DNS names (RFC 6125: when present, the CN is ignored), else the CN.
- * Only plain names and `*.name` wildcards are kept.
- */
-function certificateNames(cert: X509Certificate, cn: string | null): string[] {
-  const dns: string[] = [];
-  // Node prints SANs as "DNS:a, DNS:b, IP Address:1.2.3.4"; values with odd
-  // characters are JSON-quoted, and those are never valid DNS names anyway.
-  for (const part of (cert.subjectAltName ?? '').split(', ')) {
-    if (part.startsWith('DNS:') && !part.startsWith('DNS:"')) dns.push(part.slice(4));
-  }
-  const candidates = dns.length > 0 ? dns : cn !== null ? [cn] : [];
-  const names: string[] = [];
-  for (const raw of candidates) {
-    const name = normaliseServerName(raw);
-    const valid = name.startsWith('*.') ? isValidDnsName(name.slice(2)) : isValidDnsName(name);
-    if (valid && !names.includes(name)) names.push(name);
-  }
-  return names;
-}
-
-function errnoReason(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  switch (code) {
-    case 'ENOENT':
-      return 'no such file';
-    case 'EACCES':
-    case 'EPERM':
-      return 'permission denied';
-    case 'EISDIR':
-      return 'is a directory';
-    default:
-      return code ?? safeReason(err);
-  }
-}
-
-/**
- * An error's reason with anything that could be key material removed: PEM
- * blocks and long base64 or hex runs. OpenSSL reasons never contain such
- * things today; this keeps it so if one ever does.
- */
-export function safeReason(err: unknown): string {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  const message = err instanceof Error ? err.message : String(err);
-  const scrubbed = message
-    .replace(/-----BEGIN[\s\S]*?(-----END[^-]*-----|$)/g, '[redacted]')
-    .replace(/[A-Za-z0-9+/=]{32,}/g, '[redacted]')
-    .slice(0, 200);
-  return typeof code === 'string' && !scrubbed.includes(code) ? `${code} ${scrubbed}` : scrubbed;
 }

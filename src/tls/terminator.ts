@@ -8,30 +8,36 @@
  * server's own context only (an SNI-switched context's key is never used),
  * and Node gives a context exactly one key. To keep the previous key for
  * decryption after a rotation (see ticket-keys.ts), a second server holds
- * it, and while there is a previous key the ClientHello is read first: a
- * resumption whose ticket (TLS 1.2) or PSK identity (TLS 1.3) starts with
- * the previous key's name goes to that server, everything else to the
- * current one. Outside that window (one session lifetime per rotation) the
- * socket goes straight to the current server, with no peek at all. A TLS 1.3
- * client resumed by the previous server gets its new tickets under the
- * previous key too; they stop resuming when that key expires (one full
- * handshake later, they are current again).
+ * it, and while there is a previous key the front end reads the ClientHello
+ * first (`needsHello()`): a resumption whose ticket (TLS 1.2) or PSK
+ * identity (TLS 1.3) starts with the previous key's name goes to that
+ * server, everything else to the current one. Outside that window (one
+ * session lifetime per rotation) there is no peek at all. A TLS 1.3 client
+ * resumed by the previous server gets its new tickets under the previous key
+ * too; they stop resuming when that key expires (one full handshake later,
+ * they are current again).
  *
  * `strict_sni`: the ClientHello is always read first, and one without a
  * server name, or with a name no certificate covers, is refused with an
  * `unrecognized_name` alert before any handshake work (Node does not call
  * the SNICallback without SNI, so the server could not refuse it itself).
+ *
+ * The owner of a handshake is found again through the accepted socket: Node
+ * hands back the TLS socket it made, whose only link to that socket is the
+ * undocumented `_parent` (stable since v0.11, covered by the TLS tests).
+ * Building the TLS socket ourselves instead would need more of Node's
+ * internals, not fewer (its server-side authorization check and completion
+ * event are private), so this one read is kept, in one function.
  */
-import { constants as cryptoConstants } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { ListenerTlsModel } from '../config/model.js';
 import { DEFAULTS } from '../defaults.js';
-import type { CertStore, CertStoreOptions } from './cert-store.js';
-import { ClientHelloError, ClientHelloReader, type ClientHelloInfo } from './client-hello.js';
+import type { CertStore } from './cert-store.js';
+import type { ClientHelloInfo } from './client-hello.js';
 import { TICKET_KEY_NAME_BYTES, ticketNamesKey, type TicketKeys } from './ticket-keys.js';
 
-/** Who waits for a handshake: the connection's session. */
+/** Who waits for a handshake: the TLS stage of the connection's front end. */
 export interface HandshakeOwner {
   onTlsSecure(socket: tls.TLSSocket): void;
   onTlsError(err: Error): void;
@@ -51,23 +57,6 @@ export interface TlsDetails {
 
 /** A fatal `unrecognized_name` alert (RFC 6066 §3), as a server's first record. */
 const UNRECOGNIZED_NAME_ALERT = Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70]);
-
-/**
- * The certificate-store options a listener's TLS settings call for: the same
- * for `l4lb check` and for serving, so both accept and refuse alike.
- */
-export function certStoreOptions(model: ListenerTlsModel): CertStoreOptions {
-  return {
-    ...(model.clientCa !== null ? { clientCa: model.clientCa } : {}),
-    context: {
-      minVersion: model.minVersion,
-      ...(model.ciphers !== null ? { ciphers: model.ciphers } : {}),
-      // No stateless tickets (TLS 1.2 and 1.3); TLS 1.3 then sends only
-      // session ids, which nothing here resumes: no resumption at all.
-      ...(model.sessionTickets ? {} : { secureOptions: cryptoConstants.SSL_OP_NO_TICKET }),
-    },
-  };
-}
 
 export class TlsTerminator {
   readonly #model: ListenerTlsModel;
@@ -158,70 +147,41 @@ export class TlsTerminator {
     this.#previousName = Buffer.from(previous.subarray(0, TICKET_KEY_NAME_BYTES));
   }
 
-  /** Start the handshake on an accepted socket; the owner hears how it ends. */
-  accept(raw: net.Socket, owner: HandshakeOwner): void {
+  /**
+   * Whether accept() needs the connection's ClientHello, read first by the
+   * front end: with strict_sni (to refuse unknown names before any handshake
+   * work), and while a previous ticket key may still resume (to pick the
+   * server that holds it). Outside those, no peek at all.
+   */
+  needsHello(): boolean {
     this.#applyKeys();
-    this.#owners.set(raw, owner);
-    if (this.#previousName === null && !this.#model.strictSni) {
-      this.#server.emit('connection', raw);
-      return;
-    }
-    this.#peek(raw, owner);
+    return this.#model.strictSni || this.#previousName !== null;
   }
 
   /**
-   * Reads the ClientHello (the socket is paused: nothing else reads it),
-   * then gives the bytes back and hands the socket to the server that must
-   * take it, or refuses it (strict_sni). A client that leaves first is
-   * reported as it would be mid-handshake (ECONNRESET).
+   * Start the handshake on an accepted socket; the owner hears how it ends,
+   * exactly once. `hello`: the ClientHello the front end read (its bytes were
+   * given back to the socket), or null when none was read.
    */
-  #peek(raw: net.Socket, owner: HandshakeOwner): void {
-    const reader = new ClientHelloReader();
-    // Kept by reference, to give back if the reader gives up.
-    const chunks: Buffer[] = [];
-    const stop = (): void => {
-      raw.pause();
-      raw.removeListener('data', onData);
-      raw.removeListener('end', onGone);
-      raw.removeListener('close', onGone);
-    };
-    const onData = (chunk: Buffer): void => {
-      chunks.push(chunk);
-      let hello: ClientHelloInfo;
-      try {
-        const r = reader.push(chunk);
-        if (r.state === 'need_more') return;
-        hello = r.hello;
-      } catch (err) {
-        stop();
-        const reason = err instanceof ClientHelloError ? err.reason : 'unreadable';
-        // Without a readable name there is nothing to check it against.
-        if (this.#model.strictSni) return owner.onTlsError(new Error(`strict_sni: ClientHello not readable (${reason})`));
-        // Not ours to judge: the TLS server fails it with its own reason, as without a peek.
-        raw.unshift(Buffer.concat(chunks));
-        this.#server.emit('connection', raw);
+  accept(raw: net.Socket, owner: HandshakeOwner, hello: ClientHelloInfo | null = null): void {
+    this.#applyKeys();
+    if (this.#model.strictSni) {
+      const refusal =
+        hello === null
+          ? 'the ClientHello was not read'
+          : hello.sni === null
+            ? 'no server name (SNI) in the ClientHello'
+            : this.#store.match(hello.sni) === null
+              ? `no certificate for server name "${hello.sni}"`
+              : null;
+      if (refusal !== null) {
+        raw.write(UNRECOGNIZED_NAME_ALERT);
+        owner.onTlsError(new Error(`strict_sni: ${refusal}`));
         return;
       }
-      stop();
-      if (this.#model.strictSni) {
-        const refusal = hello.sni === null ? 'no server name (SNI) in the ClientHello' : this.#store.match(hello.sni) === null ? `no certificate for server name "${hello.sni}"` : null;
-        if (refusal !== null) {
-          raw.write(UNRECOGNIZED_NAME_ALERT);
-          owner.onTlsError(new Error(`strict_sni: ${refusal}`));
-          return;
-        }
-      }
-      raw.unshift(Buffer.concat(chunks));
-      this.#serverFor(hello).emit('connection', raw);
-    };
-    const onGone = (): void => {
-      stop();
-      owner.onTlsError(Object.assign(new Error('client closed the connection during the handshake'), { code: 'ECONNRESET' }));
-    };
-    raw.on('data', onData);
-    raw.on('end', onGone);
-    raw.on('close', onGone);
-    raw.resume();
+    }
+    this.#owners.set(raw, owner);
+    (hello === null ? this.#server : this.#serverFor(hello)).emit('connection', raw);
   }
 
   /** The previous key's server for a resumption under that key; the current server for anything else. */

@@ -4,6 +4,8 @@ import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { jsonLines } from './logs.js';
+import type { Owner } from './lb.js';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const BIN = join(ROOT, 'bin', 'l4lb.js');
@@ -53,19 +55,9 @@ export async function startCli(
   const lines: Array<Record<string, unknown>> = [];
   const waiters = new Set<() => void>();
   let stderr = '';
-  let partial = '';
+  const feed = jsonLines(lines);
   proc.stdout!.on('data', (d: Buffer) => {
-    partial += d.toString();
-    let i;
-    while ((i = partial.indexOf('\n')) >= 0) {
-      const line = partial.slice(0, i);
-      partial = partial.slice(i + 1);
-      try {
-        lines.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        lines.push({ raw: line });
-      }
-    }
+    feed(d);
     for (const w of waiters) w();
   });
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -115,6 +107,29 @@ export async function startCli(
   };
   await child.waitForLine((l) => l.msg === 'started');
   return child;
+}
+
+/**
+ * Writes `config` (see writeConfig) and runs `l4lb run` on it (see
+ * startCli); the process is killed and the file removed when `t` ends.
+ */
+export async function cliFor(
+  t: Owner,
+  config: unknown,
+  args: string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
+  options: Parameters<typeof startCli>[3] = {},
+): Promise<Child & { readonly file: string }> {
+  const { file, cleanup } = writeConfig(config);
+  t.teardown(cleanup);
+  const child = await startCli(file, args, env, options);
+  t.teardown(() => child.kill());
+  return Object.assign(child, { file });
+}
+
+/** The admin server's port, once the child logged `admin listening`. */
+export async function adminPortOf(child: Child): Promise<number> {
+  return (await child.waitForLine((l) => l.msg === 'admin listening')).port as number;
 }
 
 /** Resident set size of a process in bytes (Linux /proc). */

@@ -1,9 +1,8 @@
 /** Real loopback peers for tests: echo and named backends, clients, an in-process l4lb. */
 import net from 'node:net';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { buildModel } from '../../src/config/load.js';
 import { App } from '../../src/runtime/app.js';
+import { collectingLogger } from './logs.js';
 
 export interface Backend {
   readonly port: number;
@@ -49,6 +48,19 @@ export function echoBackend(): Promise<Backend> {
   return startBackend((s) => s.pipe(s), { allowHalfOpen: true });
 }
 
+/** An echo backend that counts the bytes it received (health probes connect too, but a plain probe sends nothing). */
+export async function countingEcho(): Promise<Backend & { readonly received: number }> {
+  let received = 0;
+  const b = await startBackend(
+    (s) => {
+      s.on('data', (d: Buffer) => (received += d.length));
+      s.pipe(s);
+    },
+    { allowHalfOpen: true },
+  );
+  return Object.defineProperty(b, 'received', { get: () => received }) as Backend & { readonly received: number };
+}
+
 /** Writes its name on connect, then echoes. */
 export function namedBackend(name: string): Promise<Backend> {
   return startBackend((s) => {
@@ -78,14 +90,7 @@ export interface Running {
 /** Start l4lb in this process from a raw config object (listeners default to 127.0.0.1:0). */
 export async function startL4lb(raw: unknown): Promise<Running> {
   const model = await buildModel(raw);
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString().split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
-      cb();
-    },
-  });
-  const logger = pino({ level: 'debug' }, sink);
+  const { logger, lines } = collectingLogger('debug');
   const app = new App(model, logger);
   await app.start();
   return {
@@ -111,27 +116,56 @@ export function connect(port: number, localAddress?: string, options: Partial<ne
   });
 }
 
-/** Read until `n` bytes or a newline-terminated line arrives. */
-export function readLine(socket: net.Socket, timeoutMs = 5_000): Promise<string> {
+/**
+ * Reads from `socket` until `complete` finds what it waits for in all that
+ * arrived so far; rejects when the socket closes first or after `timeoutMs`.
+ * @param what what is awaited, for the errors
+ */
+function readUntil<T>(socket: net.Socket, complete: (received: Buffer) => T | undefined, what: string, timeoutMs: number): Promise<T> {
   return new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => done(new Error(`no line within ${timeoutMs}ms (got ${JSON.stringify(buf)})`)), timeoutMs);
+    let received = Buffer.alloc(0);
+    const got = (): string => JSON.stringify(received.toString());
+    const timer = setTimeout(() => done(new Error(`${what} did not arrive within ${timeoutMs}ms (got ${got()})`)), timeoutMs);
     const onData = (d: Buffer): void => {
-      buf += d.toString();
-      const i = buf.indexOf('\n');
-      if (i >= 0) done(undefined, buf.slice(0, i));
+      received = Buffer.concat([received, d]);
+      const result = complete(received);
+      if (result !== undefined) done(undefined, result);
     };
-    const onClose = (): void => done(new Error(`closed before a line (got ${JSON.stringify(buf)})`));
-    function done(err?: Error, line?: string): void {
+    const onClose = (): void => done(new Error(`closed before ${what} arrived (got ${got()})`));
+    function done(err?: Error, result?: T): void {
       clearTimeout(timer);
       socket.off('data', onData);
       socket.off('close', onClose);
       if (err) reject(err);
-      else resolve(line!);
+      else resolve(result!);
     }
     socket.on('data', onData);
     socket.on('close', onClose);
   });
+}
+
+/** Reads until a newline-terminated line arrives; resolves with the line, without its newline. */
+export function readLine(socket: net.Socket, timeoutMs = 5_000): Promise<string> {
+  return readUntil(
+    socket,
+    (received) => {
+      const i = received.indexOf('\n');
+      return i >= 0 ? received.subarray(0, i).toString() : undefined;
+    },
+    'a line',
+    timeoutMs,
+  );
+}
+
+/** Reads until at least `n` bytes arrived; resolves with all that arrived. */
+export function readBytes(socket: net.Socket, n: number, timeoutMs = 20_000): Promise<Buffer> {
+  return readUntil(socket, (received) => (received.length >= n ? received : undefined), `${n} bytes`, timeoutMs);
+}
+
+/** Writes `text` as a line and resolves with the next line that comes back (an echo, through l4lb). */
+export async function echoes(socket: net.Socket, text: string, timeoutMs = 10_000): Promise<string> {
+  socket.write(`${text}\n`);
+  return readLine(socket, timeoutMs);
 }
 
 /** Resolves when the socket closes; rejects after `timeoutMs`. */
@@ -148,6 +182,16 @@ export function closed(socket: net.Socket, timeoutMs = 5_000): Promise<number> {
   });
 }
 
+/** Whether the socket closes within `ms` (false: still open then). */
+export async function closedWithin(socket: net.Socket, ms: number): Promise<boolean> {
+  try {
+    await closed(socket, ms);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Connect, read the backend's name line, close. */
 export async function whoAnswers(port: number, localAddress?: string): Promise<string> {
   const s = await connect(port, localAddress);
@@ -157,6 +201,13 @@ export async function whoAnswers(port: number, localAddress?: string): Promise<s
   } finally {
     s.destroy();
   }
+}
+
+/** How many times each name occurs (`['a', 'b', 'a']` → `{ a: 2, b: 1 }`): who answered how often. */
+export function tally(names: readonly string[]): Record<string, number> {
+  const c: Record<string, number> = {};
+  for (const n of names) c[n] = (c[n] ?? 0) + 1;
+  return c;
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -6,7 +6,7 @@
  * is closed at once, as a real PROXY-protocol server does.
  */
 import type net from 'node:net';
-import { ProxyHeaderParser, type ProxyHeader } from '../../src/proxy-protocol.js';
+import { ProxyHeaderParser, type ProxyHeader } from '../../src/proxy-protocol/index.js';
 import { sleep, startBackend, type Backend } from './net.js';
 
 export interface ProxiedConnection {

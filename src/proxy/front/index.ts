@@ -1,0 +1,42 @@
+/**
+ * A listener's front stages, in the order a connection meets them: PROXY
+ * header in, admission (access lists, per-source limits), then TLS: the
+ * handshake (terminate) or the ClientHello peek (passthrough).
+ */
+import type { ListenerModel } from '../../config/model.js';
+import type { CidrList } from '../../net/cidr.js';
+import type { PerSourceTable } from '../../protect/per-source.js';
+import type { TlsTerminator } from '../../tls/terminator.js';
+import { AdmitStage } from './admit.js';
+import { ClientHelloStage } from './client-hello.js';
+import { ProxyHeaderStage } from './proxy-header.js';
+import type { FrontStage } from './stage.js';
+import { TlsTerminateStage } from './tls-terminate.js';
+
+export type { FrontStage, FrontState, StageDone } from './stage.js';
+
+/** What the stages of one listener configuration are built from. */
+export interface FrontParts {
+  /** With accept_proxy: who may send a PROXY header. */
+  readonly trustedProxies: CidrList | null;
+  readonly allow: CidrList | null;
+  readonly deny: CidrList | null;
+  readonly perSource: PerSourceTable | null;
+  /** tls.mode terminate: the handshake engine. */
+  readonly terminator: TlsTerminator | null;
+}
+
+export function frontStages(model: ListenerModel, parts: FrontParts): FrontStage[] {
+  const stages: FrontStage[] = [];
+  if (model.acceptProxy) stages.push(new ProxyHeaderStage(parts.trustedProxies!));
+  if (parts.allow !== null || parts.deny !== null || parts.perSource !== null) {
+    stages.push(new AdmitStage(parts.allow, parts.deny, parts.perSource));
+  }
+  if (model.tls?.mode === 'terminate') {
+    const terminator = parts.terminator!;
+    stages.push(new ClientHelloStage(() => terminator.needsHello()), new TlsTerminateStage(terminator));
+  } else if (model.tls?.mode === 'passthrough') {
+    stages.push(new ClientHelloStage());
+  }
+  return stages;
+}
