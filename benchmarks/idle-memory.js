@@ -27,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { killAll, startNode, stop, waitForLine } from './lib/children.js';
+import { killAll, startL4lb, startNode, stop, waitForLine } from './lib/children.js';
 
 const TARGET_KIB = 64;
 const PING = Buffer.from('ping');
@@ -127,7 +127,7 @@ async function startL4lb(backendPort, dir) {
   };
   const file = join(dir, 'idle-memory.json');
   writeFileSync(file, JSON.stringify(config));
-  const child = startNode(here('../bin/l4lb.js'), ['run', '--config', file, '--drain-timeout', '1s'], { name: 'l4lb' });
+  const child = startL4lb(here('..'), ['run', '--config', file, '--drain-timeout', '1s'], { name: 'l4lb' });
   let port;
   await waitForLine(child, (line) => {
     let msg;

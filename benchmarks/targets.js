@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startNode, stop, waitForLine } from './lib/children.js';
+import { startL4lb, startNode, stop, waitForLine } from './lib/children.js';
 
 const here = (file) => fileURLToPath(new URL(file, import.meta.url));
 const SERVICES = ['sink', 'source', 'echo'];
@@ -55,7 +55,7 @@ function bare() {
 }
 
 /**
- * l4lb itself (bin/l4lb.js, built dist/): one process, one listener and one
+ * l4lb itself (bin/l4lb, built dist/, on the Node.js it brings): one process, one listener and one
  * single-server round_robin pool per backend, as a user would configure it.
  * `baseline`: the checkout of another version (built), measured in the same
  * run as `l4lb@baseline`, for before/after figures of a change.
@@ -63,7 +63,7 @@ function bare() {
 function l4lb({ access, baseline }) {
   let child;
   let dir;
-  const bin = baseline === undefined ? here('../bin/l4lb.js') : join(baseline, 'bin', 'l4lb.js');
+  const root = baseline ?? here('..');
   const target = {
     name: baseline !== undefined ? 'l4lb@baseline' : access ? 'l4lb+log' : 'l4lb',
     description: `l4lb${baseline !== undefined ? ` from ${baseline}` : ''}, access log ${access ? 'on (to a pipe read by run.js)' : 'off'}`,
@@ -82,7 +82,7 @@ function l4lb({ access, baseline }) {
       };
       const file = join(dir, 'bench.json');
       writeFileSync(file, JSON.stringify(config));
-      child = startNode(bin, ['run', '--config', file, '--drain-timeout', '1s'], { name: target.name });
+      child = startL4lb(root, ['run', '--config', file, '--drain-timeout', '1s'], { name: target.name });
       const ports = {};
       await waitForLine(child, (line) => {
         let msg;

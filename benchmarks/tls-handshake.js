@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { cpuSeconds, killAll, runNodeJson, startNode, startProcess, waitForLine } from './lib/children.js';
+import { cpuSeconds, killAll, runNodeJson, startL4lb, startNode, startProcess, waitForLine } from './lib/children.js';
 
 const here = (file) => fileURLToPath(new URL(file, import.meta.url));
 const { values: flags } = parseArgs({
@@ -164,7 +164,7 @@ async function main() {
     pools: [{ name: 'echo', balance: 'round_robin', servers: [{ address: `127.0.0.1:${echoPort}` }] }],
   };
   writeFileSync(join(dir, 'l4lb.json'), JSON.stringify(config));
-  const lb = startNode(here('../bin/l4lb.js'), ['run', '--config', join(dir, 'l4lb.json'), '--drain-timeout', '1s'], { name: 'l4lb' });
+  const lb = startL4lb(here('..'), ['run', '--config', join(dir, 'l4lb.json'), '--drain-timeout', '1s'], { name: 'l4lb' });
   let lbPort;
   await waitForLine(lb, (l) => {
     const m = JSON.parse(l);

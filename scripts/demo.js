@@ -10,7 +10,7 @@ const backends = [['alpha', 7101], ['bravo', 7102], ['charlie', 7103]];
 for (const [name, port] of backends) {
   children.push(spawn(process.execPath, ['scripts/demo-backend.js', name, String(port)], { cwd: root, stdio: 'inherit' }));
 }
-const lb = spawn(process.execPath, ['bin/l4lb.js', 'run', '--config', 'conf/demo.yaml', '--drain-timeout', '1s'], {
+const lb = spawn('bin/l4lb', ['run', '--config', 'conf/demo.yaml', '--drain-timeout', '1s'], {
   cwd: root,
   stdio: ['ignore', 'pipe', 'inherit'],
 });

@@ -2,7 +2,7 @@
 # Installs l4lb on a VM, to be run by systemd:
 #
 #   /opt/l4lb/                      the application, production dependencies only
-#   /usr/local/bin/l4lb             -> /opt/l4lb/bin/l4lb.js
+#   /usr/local/bin/l4lb             -> /opt/l4lb/bin/l4lb
 #   /etc/l4lb/l4lb.yaml             from conf/l4lb.example.yaml, only if absent
 #   /etc/l4lb/admin.token           a random admin token, only if absent
 #   /etc/systemd/system/l4lb.{service,socket}
@@ -47,9 +47,11 @@ bindir=$dest/usr/local/bin
 say() { printf 'install.sh: %s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
-command -v node >/dev/null || die "node not found: install Node.js >= 20 first"
+# npm runs on the system's Node.js (>= 20); l4lb itself runs on the Node.js 24
+# that npm installs into /opt/l4lb/node_modules (the `node` package).
+command -v node >/dev/null || die "node not found: install Node.js >= 20 (for npm) first"
 major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$major" -ge 20 ] || die "Node.js >= 20 needed, found $(node --version)"
+[ "$major" -ge 20 ] || die "Node.js >= 20 needed to run npm, found $(node --version)"
 command -v "$npm" >/dev/null || die "npm not found"
 if [ -z "$dest" ] && [ "$(id -u)" -ne 0 ]; then
   die "run as root (or set DESTDIR to install into a directory)"
@@ -68,10 +70,13 @@ staging=$(mktemp -d "$dest/opt/.l4lb.XXXXXX")
 trap 'rm -rf "$staging"' EXIT
 cp -R "$src/bin" "$src/dist" "$src/conf" "$staging/"
 cp "$src/package.json" "$src/package-lock.json" "$src/README.md" "$src/LICENSE" "$staging/"
-# Production dependencies only; scripts off (prepare would need the TypeScript compiler).
+# Production dependencies only; scripts off (prepare would need the TypeScript
+# compiler), then the one install script l4lb needs: the `node` package's,
+# which puts the Node.js binary l4lb runs on into node_modules.
 (cd "$staging" && "$npm" ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error) ||
   die "npm ci failed in $staging"
-chmod 0755 "$staging" "$staging/bin/l4lb.js"
+(cd "$staging" && "$npm" rebuild node --loglevel=error) || die "installing the Node.js runtime (npm rebuild node) failed in $staging"
+chmod 0755 "$staging" "$staging/bin/l4lb" "$staging/bin/l4lb.js"
 rm -rf "$app.old"
 [ -e "$app" ] && mv "$app" "$app.old"
 mv "$staging" "$app"
@@ -79,7 +84,7 @@ rm -rf "$app.old"
 trap - EXIT
 
 mkdir -p "$bindir"
-ln -sfn /opt/l4lb/bin/l4lb.js "$bindir/l4lb"
+ln -sfn /opt/l4lb/bin/l4lb "$bindir/l4lb"
 
 # The account the unit runs as.
 if [ -z "$dest" ]; then
@@ -115,7 +120,7 @@ if [ -z "$dest" ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
 fi
 
-version=$(node "$app/bin/l4lb.js" --version)
+version=$("$app/bin/l4lb" --version)
 cat <<EOF
 
 l4lb $version is installed. Next steps:

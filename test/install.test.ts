@@ -21,7 +21,8 @@ function install(dest: string): { status: number | null; stdout: string; stderr:
 }
 
 function l4lb(dest: string, args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [join(dest, 'opt/l4lb/bin/l4lb.js'), ...args], { encoding: 'utf8', timeout: 20_000 });
+  // As the unit runs it: the launcher, which picks the Node.js installed with the application.
+  const r = spawnSync(join(dest, 'opt/l4lb/bin/l4lb'), args, { encoding: 'utf8', timeout: 20_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -45,16 +46,18 @@ t.test('install.sh installs into a DESTDIR, and a second run keeps the configura
   t.match(first.stdout, /systemctl enable --now l4lb/);
 
   const app = join(dest, 'opt/l4lb');
-  for (const f of ['bin/l4lb.js', 'dist/cli/main.js', 'package.json', 'package-lock.json', 'LICENSE', 'README.md', 'conf/l4lb.schema.json']) {
+  for (const f of ['bin/l4lb', 'bin/l4lb.js', 'dist/cli/main.js', 'package.json', 'package-lock.json', 'LICENSE', 'README.md', 'conf/l4lb.schema.json']) {
     t.ok(existsSync(join(app, f)), `opt/l4lb/${f}`);
   }
-  t.ok(statSync(join(app, 'bin/l4lb.js')).mode & 0o111, 'bin/l4lb.js is executable (its shebang carries the heap flag)');
+  t.ok(statSync(join(app, 'bin/l4lb')).mode & 0o111, 'the launcher bin/l4lb is executable (it carries the heap flag)');
+  const runtime = spawnSync(join(app, 'node_modules/node/bin/node'), ['--version'], { encoding: 'utf8' });
+  t.match(runtime.stdout, /^v24\./, `the Node.js l4lb runs on is installed with it (${runtime.stdout.trim()})`);
   for (const dep of ['commander', 'pino', 'ajv', 'yaml', 'prom-client']) t.ok(existsSync(join(app, 'node_modules', dep)), `production dependency ${dep}`);
   for (const dev of ['tap', 'typescript', '@types/node']) t.notOk(existsSync(join(app, 'node_modules', dev)), `no development dependency ${dev}`);
   t.notOk(existsSync(join(app, 'src')), 'no sources');
   t.notOk(existsSync(join(app, 'test')), 'no tests');
 
-  t.equal(readlinkSync(join(dest, 'usr/local/bin/l4lb')), '/opt/l4lb/bin/l4lb.js', 'l4lb on PATH (the unit runs `/usr/bin/env l4lb`)');
+  t.equal(readlinkSync(join(dest, 'usr/local/bin/l4lb')), '/opt/l4lb/bin/l4lb', 'l4lb on PATH (the unit runs `/usr/bin/env l4lb`)');
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
   const version = l4lb(dest, ['--version']);
   t.equal(version.stdout.trim(), pkg.version, 'the installed copy runs');

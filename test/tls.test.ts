@@ -869,11 +869,12 @@ function main(): void {
           ],
         },
       ],
+      // Probes an hour apart: the backends' accept counts are the clients' alone.
       pools: [
-        { name: 'PA', servers: [{ address: PA.address }] },
-        { name: 'PB', servers: [{ address: PB.address }] },
-        { name: 'PD', servers: [{ address: PD.address }] },
-        { name: 'PP', proxy_protocol: 'v2', servers: [{ address: pp.address }] },
+        { name: 'PA', servers: [{ address: PA.address }], health: { interval: '1h' } },
+        { name: 'PB', servers: [{ address: PB.address }], health: { interval: '1h' } },
+        { name: 'PD', servers: [{ address: PD.address }], health: { interval: '1h' } },
+        { name: 'PP', proxy_protocol: 'v2', servers: [{ address: pp.address }], health: { interval: '1h' } },
       ],
     });
     const stats = lb.app.listeners[0]!.stats;

@@ -1,7 +1,8 @@
 // Every process the benchmark starts goes through here, so that all of them
 // are killed at the end: on success, on an error, and on Ctrl-C.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 const children = new Set();
 
@@ -23,6 +24,17 @@ export function startProcess(command, args = [], { name = command } = {}) {
 /** Start `node script args...` with the same Node as ours. */
 export function startNode(script, args = [], { name = script } = {}) {
   return startProcess(process.execPath, [...shebangNodeFlags(script), script, ...args], { name });
+}
+
+/**
+ * Start l4lb as an operator runs it: the `bin/l4lb` launcher of the checkout
+ * at `root` (the Node.js it brings, its V8 flags), or, for an older checkout
+ * without one, `bin/l4lb.js` on our node with its shebang's flags.
+ */
+export function startL4lb(root, args = [], { name = 'l4lb' } = {}) {
+  const launcher = join(root, 'bin', 'l4lb');
+  if (existsSync(launcher)) return startProcess(launcher, args, { name });
+  return startNode(join(root, 'bin', 'l4lb.js'), args, { name });
 }
 
 /**
