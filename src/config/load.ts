@@ -23,7 +23,7 @@ import { normaliseListeners } from './sections/listener.js';
 import { checkCertificates } from './sections/listener-tls.js';
 import { normalisePools } from './sections/pool.js';
 import { checkPoolTls } from './sections/pool-tls.js';
-import { normaliseLog, normalisePrivilegeDrop } from './sections/top.js';
+import { normaliseLog, normalisePrivilegeDrop, normaliseWorkers } from './sections/top.js';
 
 /** Larger files are refused unread: a real configuration is a few kilobytes. */
 const MAX_FILE_BYTES = 4 * 1024 * 1024;
@@ -143,6 +143,7 @@ async function checkModel(raw: unknown): Promise<{ problems: ConfigProblem[]; mo
   const model: Model = {
     admin: admin?.value ?? null,
     log: normaliseLog(root.log),
+    workers: normaliseWorkers(root.workers),
     listeners: listeners.listeners.map((d) => d.value),
     pools: pools.pools,
     warnings: check.warnings,

@@ -140,6 +140,8 @@ export interface Model {
   readonly user: string | null;
   readonly group: string | null;
   readonly log: { readonly level: LogLevel; readonly access: boolean };
+  /** Threads that serve traffic (`auto` resolved to the available cores). */
+  readonly workers: number;
   readonly listeners: readonly ListenerModel[];
   readonly pools: readonly PoolModel[];
 }

@@ -77,6 +77,10 @@ function expected(node: JsonSchema, e: ErrorObject): string | undefined {
     if (typeof verdict === 'string') return verdict.replace(/, got [\s\S]*$/, '');
   }
   if (Array.isArray(node.enum)) return `expected one of ${node.enum.join(', ')}`;
+  if (Array.isArray(node.type) && node.type.includes('integer') && typeof node.pattern === 'string' && /^\^\w+\$$/.test(node.pattern)) {
+    // An integer or one word (`workers: 4 | auto`).
+    return `expected an integer between ${String(node.minimum)} and ${String(node.maximum)}, or "${node.pattern.slice(1, -1)}"`;
+  }
   if (node.type === 'integer' && typeof node.minimum === 'number' && typeof node.maximum === 'number') {
     return `expected an integer between ${node.minimum} and ${node.maximum}`;
   }

@@ -9,7 +9,7 @@ import { object, type JsonSchema } from './schema-nodes.js';
 import { adminSchema } from './sections/admin.js';
 import { listenerSchema } from './sections/listener.js';
 import { poolSchema } from './sections/pool.js';
-import { groupSchema, logSchema, userSchema } from './sections/top.js';
+import { groupSchema, logSchema, userSchema, workersSchema } from './sections/top.js';
 
 export type { JsonSchema } from './schema-nodes.js';
 
@@ -22,6 +22,7 @@ export const configSchema: JsonSchema = {
     {
       admin: adminSchema,
       log: logSchema,
+      workers: workersSchema,
       user: userSchema,
       group: groupSchema,
       listeners: {

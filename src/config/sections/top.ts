@@ -1,4 +1,5 @@
-/** The top-level settings besides listeners, pools and admin: `log`, `user`, `group`. */
+/** The top-level settings besides listeners, pools and admin: `log`, `workers`, `user`, `group`. */
+import { availableParallelism } from 'node:os';
 import { DEFAULTS } from '../../defaults.js';
 import { LOG_LEVELS } from '../enums.js';
 import type { Model } from '../model.js';
@@ -10,6 +11,26 @@ export const logSchema = object('Logging (JSON lines on stdout).', {
   level: oneWordOf(`Least severe level written: trace, debug, info, warn or error. Default: ${DEFAULTS.logLevel}.`, LOG_LEVELS, DEFAULTS.logLevel),
   access: flag('Write one JSON line per finished connection.', DEFAULTS.accessLog),
 });
+
+/** Most worker threads: far more than any machine's cores that l4lb would use well. */
+export const MAX_WORKERS = 256;
+
+/** The schema node of `workers`. */
+export const workersSchema = {
+  description:
+    `Threads that serve traffic, each accepting on every listener (the kernel spreads new connections): a number from 1 to ${MAX_WORKERS}, ` +
+    'or "auto" for the available cores (HAProxy nbthread, NGINX worker_processes). Default: auto.',
+  type: ['integer', 'string'],
+  minimum: 1,
+  maximum: MAX_WORKERS,
+  pattern: '^auto$',
+  default: 'auto',
+};
+
+/** Reads `workers:`; `auto` (the default) is the cores this process may use. */
+export function normaliseWorkers(value: unknown): number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 && value <= MAX_WORKERS ? value : Math.min(MAX_WORKERS, availableParallelism());
+}
 
 /** The schema node of `user`. */
 export const userSchema = text(
