@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// The target servers, in a process of their own so that the proxy under test
-// never shares an event loop with them. Prints {"sink":N,"source":N,"echo":N}
-// (the ports) on stdout once all three listen on 127.0.0.1.
+// Node backends for load.js (run.js uses c/backend.c), in a process of their
+// own so that the proxy under test never shares an event loop with them.
+// Prints {"sink":N,"source":N,"echo":N} (the ports) on stdout once all three
+// listen on 127.0.0.1.
 //
 //   sink:   counts what the client sends; on the client's FIN it answers with
 //           the count (8 bytes, big-endian) and closes. Used for upload.

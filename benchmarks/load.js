@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// The load generator: runs one scenario against one port and prints one JSON
-// line with the result. run.js starts a fresh process per measurement, so the
-// generator never shares an event loop with the proxy or the backends.
+// A Node load generator: runs one scenario against one port (of backend.js,
+// or of a proxy in front of it) and prints one JSON line with the result.
+// run.js uses the C load generator (c/loadgen.c) instead; this one is kept for
+// profiling on a machine without a C compiler.
 //
 //   node benchmarks/load.js upload   --port P --duration MS --mbytes N
 //   node benchmarks/load.js download --port P --duration MS --mbytes N

@@ -201,3 +201,9 @@ export function describe(err: unknown): string {
   }
   return String(err);
 }
+
+/** The short why of a failure (the access line's `reason`, a health check's): its `reason` when it has one, else its message. */
+export function reasonOf(err: L4lbError): string {
+  const reason = (err as L4lbError & { reason?: unknown }).reason;
+  return typeof reason === 'string' ? reason : err.message;
+}

@@ -1,5 +1,5 @@
 /** The root logger: pino JSON to stdout (journald-friendly). One root, child loggers below it. */
-import { pino, type Logger } from 'pino';
+import { pino, type Logger, type LoggerOptions } from 'pino';
 import type { LogLevel } from './config/model.js';
 
 export type { Logger };
@@ -36,6 +36,25 @@ export interface RootLogger {
   flushSync(): void;
 }
 
+/** How every l4lb logger formats its lines (the root one, and the worker threads', whose lines the root one writes). */
+export function loggerOptions(level: LogLevel): LoggerOptions {
+  return {
+    level,
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+  };
+}
+
+/**
+ * Write whole lines (a worker thread's batch) to `logger`'s destination as
+ * they are: one writer for stdout, so lines from every thread stay whole.
+ */
+export function writeLines(logger: Logger, text: string): void {
+  const stream = (logger as unknown as Record<symbol, { write(s: string): unknown } | undefined>)[pino.symbols.streamSym];
+  stream?.write(text);
+}
+
 /** Asynchronous stdout: the accept path must not block on a slow terminal or journald. */
 export function createLogger(level: LogLevel = 'info', dest: number | string = 1): RootLogger {
   const destination = pino.destination({ dest, sync: false, minLength: BATCH_BYTES, maxLength: MAX_BUFFERED_LOG_BYTES });
@@ -45,15 +64,7 @@ export function createLogger(level: LogLevel = 'info', dest: number | string = 1
   // close() clears it.
   const flusher = setInterval(() => destination.flush(), BATCH_MAX_DELAY_MS);
   flusher.unref();
-  const logger = pino(
-    {
-      level,
-      base: { pid: process.pid },
-      timestamp: pino.stdTimeFunctions.isoTime,
-      formatters: { level: (label) => ({ level: label }) },
-    },
-    destination,
-  );
+  const logger = pino(loggerOptions(level), destination);
   return {
     logger,
     close: () =>

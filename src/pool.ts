@@ -5,6 +5,14 @@
  * a connection's claim on a server is a lease taken here (`acquire`) and
  * given back once.
  *
+ * With several serving threads (see src/shared/), every thread has its own
+ * Pool of the same servers, their counts in shared memory. The main thread's
+ * pool decides health, admin state and slow-start weights and publishes
+ * them; the other threads' pools follow: at each pick they compare the
+ * published generation and, when it moved, re-read the servers' state and
+ * rebuild their pickers (closing their own connections to a server that went
+ * down, with `on_server_down: close`). Nothing but the shared memory is read.
+ *
  * Lifecycle: the constructor only builds objects; `start()` prepares what
  * can fail (TLS to the servers); `activate()` commits a reload; `close()`
  * stops the pool's timers.
@@ -14,8 +22,10 @@ import type { Picker } from './balance/picker.js';
 import { createPicker } from './balance/index.js';
 import { sameServer } from './config/identity.js';
 import type { PoolModel, ServerModel } from './config/model.js';
-import type { L4lbError } from './errors.js';
+import { reasonOf, type L4lbError } from './errors.js';
 import { Server, type AdminState, type ServerLease } from './server.js';
+import { PL_ROUND_ROBIN, PL_ROUND_ROBIN_BACKUP, POOL_STATE, type SharedMemory } from './shared/memory.js';
+import { SharedServerCounts, publishDone, publishServerState, readServerState, stateGeneration } from './shared/server-counts.js';
 import { backendTlsOptions } from './tls/backend.js';
 
 export { Server, ServerLease, type AdminState, type ServerConnection } from './server.js';
@@ -25,8 +35,19 @@ const SLOW_START_FLOOR = 0.1;
 /** Weight steps per slow-start window: smooth enough, few picker rebuilds. */
 const SLOW_START_STEPS = 20;
 
-/** Listens for connect failures so a health checker can act on them. */
-export type ConnectFailureListener = (server: Server, failure: L4lbError) => void;
+/** Listens for connect failures so a health checker can act on them (`reason`: the failure's short why). */
+export type ConnectFailureListener = (server: Server, reason: string) => void;
+
+/** Where a pool's servers live in shared memory, and whether this pool decides their state or follows it. */
+export interface PoolSharing {
+  readonly memory: SharedMemory;
+  /** The pool's own slot: the round-robin positions every thread takes turns from. */
+  readonly poolSlot: number;
+  /** The slot of each server of the model, in order. */
+  readonly slots: readonly number[];
+  /** true: the main thread's pool (health, admin, weights published from here); false: a serving thread's. */
+  readonly owner: boolean;
+}
 
 export class Pool {
   readonly model: PoolModel;
@@ -41,24 +62,32 @@ export class Pool {
   /** Servers of the previous pool that this one does not keep (marked retired by activate()). */
   readonly #dropped: Server[] = [];
   #tlsOptions: tls.ConnectionOptions | null = null;
+  readonly #sharing: PoolSharing | null;
+  /** The published generation this (following) pool last read. */
+  #seen = -1;
 
   /**
    * @param previous the pool of the same name before a reload: servers with
    *   the same name and address are carried over with their health, admin
    *   state, counters and open connections.
+   * @param sharing where the counts live when several threads serve; null:
+   *   this thread's own memory (a pool on its own, as in unit tests).
    */
-  constructor(model: PoolModel, previous?: Pool) {
+  constructor(model: PoolModel, previous?: Pool, sharing: PoolSharing | null = null) {
     this.model = model;
     this.name = model.name;
+    this.#sharing = sharing;
     const { rise, fall } = model.health;
-    this.servers = model.servers.map((s) => {
+    this.servers = model.servers.map((s, i) => {
       const kept = previous?.server(s.name);
       if (kept !== undefined && sameServer(kept, s)) {
         // Applied by activate(): until the reload commits, the old pool still serves with these servers.
         this.#carriedOver.push([kept, s]);
         return kept;
       }
-      return new Server(s, rise, fall);
+      if (sharing === null) return new Server(s, rise, fall);
+      const slot = sharing.slots[i]!;
+      return new Server(s, rise, fall, new SharedServerCounts(sharing.memory, slot), slot);
     });
     if (previous !== undefined) for (const s of previous.servers) if (!this.servers.includes(s)) this.#dropped.push(s);
     this.#primary = this.#build(false);
@@ -72,6 +101,7 @@ export class Pool {
    */
   start(): void {
     if (this.model.tls !== null) this.#tlsOptions ??= backendTlsOptions(this.model.tls, `pool ${this.name}: tls`);
+    this.#publish();
   }
 
   /** TLS to the servers (options built once by start()), or null for plain TCP. */
@@ -89,6 +119,7 @@ export class Pool {
     for (const [server, model] of this.#carriedOver) server.reconfigure(model, rise, fall);
     this.#carriedOver.length = 0;
     for (const server of this.#dropped) server.retired = true;
+    this.#publish(this.#dropped);
     this.#dropped.length = 0;
     for (const server of this.servers) {
       if (server.slowStartSince === 0) continue;
@@ -107,7 +138,31 @@ export class Pool {
    * tried). Backups are used only when no primary can be picked.
    */
   pick(key: string, exclude?: ReadonlySet<Server>): Server | undefined {
+    const sharing = this.#sharing;
+    if (sharing !== null && !sharing.owner) {
+      const generation = stateGeneration(sharing.memory);
+      if (generation !== this.#seen) this.#follow(generation);
+    }
     return this.#primary.pick(key, exclude) ?? this.#backup.pick(key, exclude);
+  }
+
+  /** A serving thread's pool takes the state the main thread published, and rebuilds its pickers. */
+  #follow(generation: number): void {
+    this.#seen = generation;
+    const memory = this.#sharing!.memory;
+    for (const server of this.servers) {
+      const state = readServerState(memory, server.slot);
+      const wentDown = server.up && !state.up;
+      server.health.follow(state.up);
+      server.admin = state.admin;
+      server.weight = state.weight > 0 ? state.weight : server.baseWeight;
+      server.retired = state.retired;
+      if (wentDown && this.model.onServerDown === 'close') {
+        for (const c of [...server.connections]) c.closeForServerDown();
+      }
+    }
+    this.#primary = this.#build(false);
+    this.#backup = this.#build(true);
   }
 
   /** A connection's claim on `server`, counted as active until released (once). */
@@ -118,13 +173,27 @@ export class Pool {
   /** A real client connect to `server` failed: counted, and told to the health checker. */
   reportConnectFailure(server: Server, failure: L4lbError): void {
     server.countConnectFailure();
-    this.#onConnectFailure?.(server, failure);
+    this.#onConnectFailure?.(server, reasonOf(failure));
   }
 
-  /** Rebuild the pickers; call whenever a server's usability or weight changes. */
+  /** A connect failed in another thread (which counted it): only the health checker hears of it. */
+  reportFailureElsewhere(server: Server, reason: string): void {
+    this.#onConnectFailure?.(server, reason);
+  }
+
+  /** Rebuild the pickers; call whenever a server's usability or weight changes (the main thread then publishes). */
   rebuild(): void {
     this.#primary = this.#build(false);
     this.#backup = this.#build(true);
+    this.#publish();
+  }
+
+  /** The main thread's pool: every thread picks by what is written here. */
+  #publish(servers: readonly Server[] = this.servers): void {
+    const sharing = this.#sharing;
+    if (sharing === null || !sharing.owner) return;
+    for (const s of servers) publishServerState(sharing.memory, s.slot, { up: s.up, backup: s.backup, retired: s.retired, admin: s.admin, weight: s.weight });
+    publishDone(sharing.memory);
   }
 
   /** Health flipped (called by the health checker). */
@@ -155,6 +224,7 @@ export class Pool {
   /** A reload removed this whole pool: every server of it is retired. */
   retire(): void {
     for (const s of this.servers) s.retired = true;
+    this.#publish();
   }
 
   server(name: string): Server | undefined {
@@ -207,6 +277,10 @@ export class Pool {
 
   #build(backup: boolean): Picker<Server> {
     const usable = this.servers.filter((s) => s.backup === backup && s.usable);
-    return createPicker(this.model.balance, usable);
+    const sharing = this.#sharing;
+    if (sharing === null) return createPicker(this.model.balance, usable);
+    const state = sharing.memory.poolState;
+    const at = sharing.poolSlot * POOL_STATE + (backup ? PL_ROUND_ROBIN_BACKUP : PL_ROUND_ROBIN);
+    return createPicker(this.model.balance, usable, { position: { next: () => Atomics.add(state, at, 1) } });
   }
 }

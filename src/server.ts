@@ -67,11 +67,14 @@ export class Server implements Candidate {
   slowStartSince = 0;
   /** A reload removed this server: it takes no new connection; its open ones finish. */
   retired = false;
+  /** Its place in shared memory (see src/shared/), or -1 when its counts are this thread's own. */
+  readonly slot: number;
   readonly #counts: ServerCounts;
   /** Connections spliced to this server, for `on_server_down: close`. */
   readonly #connections = new Set<ServerConnection>();
 
-  constructor(model: ServerModel, rise: number, fall: number, counts: ServerCounts = new LocalServerCounts()) {
+  constructor(model: ServerModel, rise: number, fall: number, counts: ServerCounts = new LocalServerCounts(), slot = -1) {
+    this.slot = slot;
     this.name = model.name;
     this.address = model.address;
     this.baseWeight = model.weight;

@@ -255,7 +255,7 @@ t.test('GET /config?reveal=secrets with the token gives the payloads in hex and 
   const doc = JSON.parse(r.body) as { model: { pools: Array<{ health: { send: unknown } }> } };
   t.same(doc.model.pools[0]!.health.send, { hex: Buffer.from(PAYLOAD).toString('hex') }, 'the exact bytes');
   await waitFor(() => lb.lines.some((l) => l.msg === 'admin configuration read with secrets revealed'), 5_000, 'the audit line');
-  t.match(lb.lines.find((l) => l.msg === 'admin configuration read with secrets revealed'), { level: 30, client: '127.0.0.1' });
+  t.match(lb.lines.find((l) => l.msg === 'admin configuration read with secrets revealed'), { level: 'info', client: '127.0.0.1' });
   for (const q of ['reveal=1', 'reveal=', 'reveal=secrets&reveal=secrets', 'reveal=SECRETS']) {
     const bad = await request(port, `/config?${q}`, { headers: auth() });
     t.equal(bad.status, 400, `?${q}: 400`);

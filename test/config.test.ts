@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import t from 'tap';
 import { readFile, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
@@ -66,6 +67,8 @@ const listenerDefaults = {
 
 const expectedModel: Model = {
   admin: null,
+  // workers: auto (the default) is the cores this process may use.
+  workers: availableParallelism(),
   warnings: [],
   user: null,
   group: null,
@@ -146,6 +149,7 @@ t.test('a minimal configuration gets every default', async (t) => {
     user: null,
     group: null,
     log: { level: 'info', access: true },
+    workers: availableParallelism(),
     listeners: [{ name: 'l', bind: { host: '::1', port: 0, text: '[::1]:0' }, pool: 'p', timeouts: { idleMs: 3_600_000, handshakeMs: 5000 }, ...listenerDefaults }],
     pools: [
       {

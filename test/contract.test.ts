@@ -85,7 +85,7 @@ t.test('every rejection reason the metrics export is reached by a real connectio
       const pool = new Pool(model.pools[0]!);
       pool.start();
       const spent = new FdBudget({ limit: 8, count: () => 8 });
-      const listener = new Listener(model.listeners[0]!, new Map([[pool.name, pool]]), silentLogger(), false, spent);
+      const listener = new Listener(model.listeners[0]!, new Map([[pool.name, pool]]), silentLogger(), false, { fds: spent });
       t.teardown(() => listener.destroy());
       await listener.start();
       await refused(listener.address().port);

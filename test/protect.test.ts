@@ -36,7 +36,7 @@ t.test('deny: 127.0.0.9 is refused while 127.0.0.10 is served', async (t) => {
   const line = lb.lines.find((l) => l.termination === 'rejected_acl')!;
   t.match(line, { server: null, connect_ms: null, bytes_in: 0 }, 'the denied client never reached a backend');
   t.match(line.client, /^127\.0\.0\.9:/);
-  t.equal(line.level, 30, 'rejections are logged at the level of access lines');
+  t.equal(line.level, 'info', 'rejections are logged at the level of access lines');
   t.equal(line.reason, 'deny', 'with the rule that refused it');
   t.equal(lb.app.listeners[0]!.stats.rejected.get('acl'), 1, 'counted');
 });

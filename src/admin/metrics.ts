@@ -198,6 +198,25 @@ export function createMetricsRegistry(source: AdminSource): Registry {
   });
 
   new Counter({
+    name: 'l4lb_worker_restarts_total',
+    help: 'Worker threads that died and were replaced (their own connections were lost).',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(source.workerRestarts ?? 0);
+    },
+  });
+
+  new Gauge({
+    name: 'l4lb_workers',
+    help: 'Threads serving traffic (the main thread and the worker threads).',
+    registers,
+    collect() {
+      this.set(source.threads ?? 1);
+    },
+  });
+
+  new Counter({
     name: 'l4lb_reloads_total',
     help: 'Configuration reloads (SIGHUP), by result: success or failure (the running configuration then stays).',
     labelNames: ['result'] as const,

@@ -18,6 +18,10 @@ export interface AdminSource {
   readonly model?: Model;
   /** Reload outcomes (SIGHUP), when the source reloads. */
   readonly reloads?: { readonly succeeded: number; readonly failed: number; readonly lastSucceeded: boolean; readonly lastAt: number };
+  /** Threads serving traffic (the main thread and the worker threads). */
+  readonly threads?: number;
+  /** Worker threads that died and were replaced since start. */
+  readonly workerRestarts?: number;
 }
 
 export interface LastCheckStatus {
@@ -79,6 +83,10 @@ export interface StatusDoc {
   readonly phase: string;
   /** ISO 8601 time the document was built. */
   readonly time: string;
+  /** Threads serving traffic; the counts below are all of theirs. */
+  readonly workers: number;
+  /** Worker threads that died and were replaced since start. */
+  readonly worker_restarts: number;
   readonly listeners: readonly ListenerStatus[];
   readonly pools: readonly PoolStatus[];
 }
@@ -141,5 +149,5 @@ export function buildStatus(source: AdminSource, now = Date.now()): StatusDoc {
       }),
     }),
   );
-  return { phase: source.phase, time: new Date(now).toISOString(), listeners, pools };
+  return { phase: source.phase, time: new Date(now).toISOString(), workers: source.threads ?? 1, worker_restarts: source.workerRestarts ?? 0, listeners, pools };
 }

@@ -7,13 +7,13 @@ import type { Balance } from '../config/model.js';
 import { LeastConnPicker } from './least-conn.js';
 import type { Candidate, Picker } from './picker.js';
 import { RandomTwoPicker } from './random-two.js';
-import { RoundRobinPicker } from './round-robin.js';
+import { RoundRobinPicker, type PositionCounter } from './round-robin.js';
 import { SourceHashPicker } from './source-hash.js';
 
 export type { Candidate, Picker } from './picker.js';
 export { LeastConnPicker } from './least-conn.js';
 export { RandomTwoPicker } from './random-two.js';
-export { RoundRobinPicker } from './round-robin.js';
+export { OwnCounter, RoundRobinPicker, type PositionCounter } from './round-robin.js';
 export { SourceHashPicker, normaliseClientKey } from './source-hash.js';
 
 /**
@@ -21,10 +21,10 @@ export { SourceHashPicker, normaliseClientKey } from './source-hash.js';
  * Pickers are immutable views: build a new one when the set or weights change.
  * @throws RangeError on an unknown algorithm or a weight that is not a finite number > 0
  */
-export function createPicker<S extends Candidate>(balance: Balance, servers: readonly S[]): Picker<S> {
+export function createPicker<S extends Candidate>(balance: Balance, servers: readonly S[], options: { position?: PositionCounter } = {}): Picker<S> {
   switch (balance) {
     case 'round_robin':
-      return new RoundRobinPicker(servers);
+      return new RoundRobinPicker(servers, options.position);
     case 'least_conn':
       return new LeastConnPicker(servers);
     case 'source_hash':

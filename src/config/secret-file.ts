@@ -45,6 +45,20 @@ export class SecretFileError extends L4lbError {
   }
 }
 
+/**
+ * Contents a worker thread was given by the main thread, by path: a worker
+ * never reads a secret file itself (it may start after the privilege drop,
+ * when a root-only key could no longer be read), it serves what the main
+ * thread read.
+ */
+const given = new Map<string, Buffer>();
+
+/** In a worker thread: serve these contents for these paths (replacing what was given before). */
+export function useGivenSecrets(entries: ReadonlyArray<readonly [string, Uint8Array]>): void {
+  given.clear();
+  for (const [path, data] of entries) given.set(path, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+}
+
 /** Copies read while root, by path as written in the configuration. */
 const keptCopies = new Map<string, Buffer>();
 /** Paths served from a kept copy since the last takeKeptReads(). */
@@ -86,6 +100,8 @@ function keptOr(path: string, err: unknown, statOf: () => Stats | null): SecretR
 
 /** Reads a secret file, or its kept copy when the process may no longer read it (see the file's header). */
 export async function readSecret(path: string, options: SecretReadOptions = {}): Promise<SecretRead> {
+  const g = given.get(path);
+  if (g !== undefined) return { data: Buffer.from(g), kept: false, stats: null };
   const maxBytes = options.maxBytes ?? MAX_SECRET_BYTES;
   let handle;
   try {
@@ -106,6 +122,8 @@ export async function readSecret(path: string, options: SecretReadOptions = {}):
 
 /** The synchronous form of {@link readSecret}, for code that cannot wait. */
 export function readSecretSync(path: string, options: SecretReadOptions = {}): SecretRead {
+  const g = given.get(path);
+  if (g !== undefined) return { data: Buffer.from(g), kept: false, stats: null };
   const maxBytes = options.maxBytes ?? MAX_SECRET_BYTES;
   let fd: number;
   try {

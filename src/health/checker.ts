@@ -13,7 +13,6 @@ import type { Pool, Server } from '../pool.js';
 import { probe, type ProbeResult } from './probe.js';
 import type { LastCheck } from './state.js';
 import { processFds, type FdBudget } from '../net/fd-budget.js';
-import { reasonOf } from '../proxy/termination.js';
 
 /** Quickest re-probe after a failure; keeps a flapping server from being hammered. */
 const MIN_FAST_INTERVAL_MS = 50;
@@ -64,7 +63,7 @@ export class HealthChecker {
    * `close()` and `destroy()` stop them and abandon probes in flight.
    */
   start(): void {
-    this.#pool.onConnectFailure((server, failure) => this.recordPassiveFailure(server, reasonOf(failure)));
+    this.#pool.onConnectFailure((server, reason) => this.recordPassiveFailure(server, reason));
     for (const server of this.#pool.servers) {
       const slot: Slot = { timer: undefined, dueAt: 0, inFlight: false };
       this.#slots.set(server, slot);

@@ -28,6 +28,14 @@ export class HealthState {
     this.#fall = fall;
   }
 
+  /**
+   * Take the state another thread decided (a serving thread follows the
+   * main thread's probes; it never records checks of its own).
+   */
+  follow(up: boolean): void {
+    this.#up = up;
+  }
+
   /** New thresholds (after a reload); counts in progress are kept. */
   setThresholds(rise: number, fall: number): void {
     this.#rise = rise;

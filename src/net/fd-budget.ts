@@ -18,6 +18,8 @@
  * the log, the admin server, timers), re-measured only when the budget
  * runs low, at most every {@link MEASURE_EVERY_MS}. Where the soft limit
  * cannot be read (not Linux, or unlimited) the budget never refuses.
+ * Descriptors are the process's, whatever thread opens them: with several
+ * serving threads the count of those held lives in shared memory (`share()`).
  */
 import { readFileSync, readdirSync } from 'node:fs';
 
@@ -41,8 +43,9 @@ export class FdBudget {
   readonly reserve: number;
   readonly #count: () => number;
   readonly #now: () => number;
-  /** Descriptors l4lb holds for connections and probes, by its own count. */
-  #held = 0;
+  /** Descriptors l4lb holds for connections and probes, by its own count: one cell, shared by every thread once share()d. */
+  #cells: Int32Array<ArrayBufferLike> = new Int32Array(1);
+  #cell = 0;
   /** Everything else, from the last measurement: open descriptors minus #held then. */
   #other = -1;
   #measuredAt = -Infinity;
@@ -61,9 +64,21 @@ export class FdBudget {
     return this.#limit;
   }
 
-  /** Descriptors l4lb holds for connections and probes now. */
+  /** Descriptors l4lb holds for connections and probes now (every thread's). */
   get held(): number {
-    return this.#held;
+    return Atomics.load(this.#cells, this.#cell);
+  }
+
+  /**
+   * Count in `cells[index]` from now on: the process-wide cell every serving
+   * thread shares. The main thread brings what it holds already.
+   */
+  share(cells: Int32Array<ArrayBufferLike>, index: number, carry: boolean): void {
+    if (cells === this.#cells && index === this.#cell) return;
+    const held = this.held;
+    this.#cells = cells;
+    this.#cell = index;
+    if (carry && held !== 0) Atomics.add(cells, index, held);
   }
 
   /**
@@ -73,7 +88,7 @@ export class FdBudget {
    */
   take(use: FdUse): boolean {
     if (this.#limit === Infinity) {
-      this.#held++;
+      Atomics.add(this.#cells, this.#cell, 1);
       return true;
     }
     const keep = use === 'accept' ? this.reserve + 1 : this.reserve >> 1;
@@ -82,13 +97,13 @@ export class FdBudget {
       this.#measure(false);
       if (this.#free() - 1 < keep) return false;
     }
-    this.#held++;
+    Atomics.add(this.#cells, this.#cell, 1);
     return true;
   }
 
   /** Give back `n` descriptors taken with {@link take} (their sockets are closing). */
   give(n = 1): void {
-    this.#held -= n;
+    if (n !== 0) Atomics.sub(this.#cells, this.#cell, n);
   }
 
   /** The kernel said EMFILE/ENFILE although the budget allowed it: measure at the next take. */
@@ -98,7 +113,7 @@ export class FdBudget {
 
   #free(): number {
     if (this.#other < 0) this.#measure(true);
-    return this.#limit - this.#other - this.#held;
+    return this.#limit - this.#other - this.held;
   }
 
   #measure(force: boolean): void {
@@ -111,7 +126,7 @@ export class FdBudget {
     } catch {
       return; // keep the last figure
     }
-    this.#other = Math.max(0, open - this.#held);
+    this.#other = Math.max(0, open - this.held);
   }
 }
 

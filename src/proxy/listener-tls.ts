@@ -2,7 +2,10 @@
  * A terminating listener's TLS: certificates loaded (and re-read on reload),
  * the terminator built from them, and the session-ticket keys, which live as
  * long as the listener so that tickets survive reloads. Never shared with
- * another listener, whose tickets must not resume here.
+ * another listener, whose tickets must not resume here; shared by every
+ * serving thread's copy of this listener (the keys live in shared memory at
+ * the listener's slot: the main thread rotates them, the others read), so a
+ * session resumes on whichever thread the kernel hands the connection to.
  */
 import type { ListenerModel } from '../config/model.js';
 import { ConfigError } from '../errors.js';
@@ -10,6 +13,7 @@ import type { Logger } from '../log.js';
 import { certStoreOptions, loadCertificates, type CertLoadResult } from '../tls/cert-store.js';
 import { TlsTerminator } from '../tls/terminator.js';
 import { TicketKeys } from '../tls/ticket-keys.js';
+import { TICKET_STRIDE, type SharedMemory } from '../shared/memory.js';
 
 /** Whether `model` terminates TLS with session tickets on. */
 function usesTickets(model: ListenerModel): boolean {
@@ -19,11 +23,15 @@ function usesTickets(model: ListenerModel): boolean {
 export class ListenerTls {
   readonly #name: string;
   readonly #logger: Logger;
+  readonly #memory: SharedMemory;
+  readonly #slot: number;
   #ticketKeys: TicketKeys | null = null;
 
-  constructor(listenerName: string, logger: Logger) {
+  constructor(listenerName: string, logger: Logger, memory: SharedMemory, slot: number) {
     this.#name = listenerName;
     this.#logger = logger;
+    this.#memory = memory;
+    this.#slot = slot;
   }
 
   /** This listener's session-ticket keys; null while it issues no tickets. */
@@ -50,19 +58,6 @@ export class ListenerTls {
     if (!usesTickets(model)) this.close();
   }
 
-  /**
-   * Re-read certificate and key files: new handshakes use them, open
-   * connections keep theirs. A bad file leaves the current ones serving and
-   * rejects with ConfigError.
-   */
-  async reloadCertificates(terminator: TlsTerminator): Promise<void> {
-    const result = await terminator.store.reload();
-    if (!result.ok) throw this.#problems(result);
-    for (const w of result.warnings) this.#logger.warn({ warning: w }, 'certificate warning');
-    terminator.setStore(result.store);
-    this.#logger.info({ certificates: result.store.certificates.length }, 'certificates reloaded');
-  }
-
   /** Stop the key rotation and forget the keys. Idempotent. */
   close(): void {
     this.#ticketKeys?.close();
@@ -72,7 +67,10 @@ export class ListenerTls {
   #keysFor(model: ListenerModel): TicketKeys | null {
     if (!usesTickets(model)) return null;
     if (this.#ticketKeys === null) {
-      this.#ticketKeys = new TicketKeys();
+      this.#ticketKeys = new TicketKeys({
+        block: { buffer: this.#memory.tickets, offset: this.#slot * TICKET_STRIDE },
+        owner: this.#memory.thread === 0,
+      });
       this.#ticketKeys.start();
     }
     return this.#ticketKeys;

@@ -7,6 +7,12 @@
  * stops accepting and resolves once the last session has ended (graceful);
  * `shutdown()` ends the sessions that remain; `destroy()` does all of it at
  * once and releases every timer. Each is idempotent.
+ *
+ * With several serving threads, each thread has a Listener of the same
+ * configuration bound to the same port (SO_REUSEPORT: the kernel spreads new
+ * connections), and the counts that must be exact for all of them (open
+ * connections against `max_connections`, every counter) live in shared
+ * memory at this listener's slot.
  */
 import net from 'node:net';
 import type { ListenerModel } from '../config/model.js';
@@ -19,12 +25,13 @@ import { DEFAULT_MAX_SOURCES, PerSourceTable } from '../protect/per-source.js';
 import { listenFds } from '../runtime/systemd.js';
 import { SniRouter } from '../tls/sni-routes.js';
 import type { TicketKeys } from '../tls/ticket-keys.js';
-import type { TlsTerminator } from '../tls/terminator.js';
 import { frontStages } from './front/index.js';
 import { LineLimiter } from './line-limiter.js';
 import { ListenerTls } from './listener-tls.js';
 import { Session, type SessionContext } from './session.js';
-import { ListenerStats } from './stats.js';
+import { ListenerStats, type PairSlots } from './stats.js';
+import { SharedMemory } from '../shared/memory.js';
+import { DEFAULT_LINES_PER_SECOND } from './line-limiter.js';
 
 /** A local resource shortage is worth a warning, but one per this interval per listener (with a count). */
 const LOCAL_ERROR_WARN_EVERY_MS = 10_000;
@@ -40,11 +47,6 @@ function idleSweepMs(idleMs: number): number {
   return Math.min(1_000, Math.max(50, Math.floor(idleMs / 4)));
 }
 
-/** A session context and what it was built from (the terminator, for certificate reloads). */
-interface Context extends SessionContext {
-  readonly terminator: TlsTerminator | null;
-}
-
 export class Listener {
   #model: ListenerModel;
   #pools: ReadonlyMap<string, Pool>;
@@ -54,11 +56,18 @@ export class Listener {
   readonly #rootLogger: Logger;
   #accessLog: boolean;
   /** What new sessions get; a reload swaps it, sessions keep the one they started with. */
-  #ctx: Context | undefined;
-  readonly stats = new ListenerStats();
+  #ctx: SessionContext | undefined;
+  readonly stats: ListenerStats;
   /** Lines of connections that never reached a server, bounded per listener (kept across reloads). */
-  readonly #limiter = new LineLimiter();
+  readonly #limiter: LineLimiter;
   readonly #fds: FdBudget;
+  readonly #memory: SharedMemory;
+  /** This listener's slot in shared memory, and the index of the open-connection counts there. */
+  readonly slot: number;
+  readonly #active: number;
+  readonly #share: number;
+  /** The port to bind instead of the model's (another thread bound `:0` first and got this one). */
+  #port: number | undefined;
   readonly #tls: ListenerTls;
   /** Local errors since the last warning, and when that was. */
   #localErrorsUnreported = 0;
@@ -73,14 +82,23 @@ export class Listener {
   /**
    * @param pools every pool by name: the listener's own and those its routes name.
    */
-  constructor(model: ListenerModel, pools: ReadonlyMap<string, Pool>, logger: Logger, accessLog: boolean, fds: FdBudget = processFds) {
+  constructor(model: ListenerModel, pools: ReadonlyMap<string, Pool>, logger: Logger, accessLog: boolean, env: ListenerEnv = {}) {
+    this.#fds = env.fds ?? processFds;
+    this.#memory = env.memory ?? SharedMemory.create(1, { servers: 0, listeners: 1, pairs: 0, pools: 0 });
+    this.slot = env.slot ?? 0;
+    this.#port = env.port;
+    const threads = this.#memory.threads;
+    this.#active = this.slot * (threads + 1);
+    this.#share = this.#active + 1 + this.#memory.thread;
+    this.stats = new ListenerStats(this.#memory, this.slot, env.pairSlots);
+    // The lines-per-second bound is per listener: each thread takes its share.
+    this.#limiter = new LineLimiter(Math.max(1, Math.round(DEFAULT_LINES_PER_SECOND / threads)));
     this.#model = model;
     this.#pools = pools;
-    this.#fds = fds;
     this.#logger = logger.child({ listener: model.name });
     this.#rootLogger = logger;
     this.#accessLog = accessLog;
-    this.#tls = new ListenerTls(model.name, this.#logger);
+    this.#tls = new ListenerTls(model.name, this.#logger, this.#memory, this.slot);
     this.#server = net.createServer({
       allowHalfOpen: true,
       // The client is read only once its backend is connected.
@@ -100,9 +118,9 @@ export class Listener {
     return this.#model;
   }
 
-  /** Open connections right now. */
+  /** Open connections right now, of every thread. */
   get connections(): number {
-    return this.#sessions.size;
+    return Atomics.load(this.#memory.listenerActive, this.#active);
   }
 
   /** The bound address (useful with port 0). */
@@ -132,9 +150,10 @@ export class Listener {
    * step, which cannot fail; rejects with ConfigError and changes nothing.
    * The bound socket is kept: a reload never refuses a connection here.
    */
-  async prepareUpdate(model: ListenerModel, pools: ReadonlyMap<string, Pool>, accessLog: boolean): Promise<() => void> {
+  async prepareUpdate(model: ListenerModel, pools: ReadonlyMap<string, Pool>, accessLog: boolean, pairSlots?: PairSlots): Promise<() => void> {
     const ctx = await this.#buildContext(model, pools, accessLog, this.#ctx ?? null);
     return () => {
+      if (pairSlots !== undefined) this.stats.usePairSlots(pairSlots);
       this.#tls.committed(model);
       this.#model = model;
       this.#pools = pools;
@@ -142,16 +161,6 @@ export class Listener {
       this.#ctx = ctx;
       if (this.#closing === undefined) this.#startTimers();
     };
-  }
-
-  /**
-   * Re-read certificate and key files: new handshakes use them, open
-   * connections keep theirs. A bad file leaves the current ones serving and
-   * rejects with ConfigError.
-   */
-  async reloadCertificates(): Promise<void> {
-    const terminator = this.#ctx?.terminator ?? null;
-    if (terminator !== null) await this.#tls.reloadCertificates(terminator);
   }
 
   /** Stop accepting; resolves once every open session has ended. Idempotent (one shared promise). */
@@ -187,7 +196,7 @@ export class Listener {
   }
 
   /** Everything a session needs, built from one model; `previous` lends its per-source table if the limits are unchanged. */
-  async #buildContext(model: ListenerModel, pools: ReadonlyMap<string, Pool>, accessLog: boolean, previous: Context | null): Promise<Context> {
+  async #buildContext(model: ListenerModel, pools: ReadonlyMap<string, Pool>, accessLog: boolean, previous: SessionContext | null): Promise<SessionContext> {
     const terminator = await this.#tls.terminatorFor(model);
     // Entries with open connections are never forgotten, so the table holds at least as many clients as the listener connections.
     const maxSources = Math.max(DEFAULT_MAX_SOURCES, model.maxConnections);
@@ -217,7 +226,6 @@ export class Listener {
       router: model.routes.length > 0 ? new SniRouter(model.routes.map((r) => ({ sni: r.sni, target: pools.get(r.pool)! }))) : null,
       front,
       perSource,
-      terminator,
       accessLog: accessLog ? this.#rootLogger : null,
       stats: this.stats,
       limiter: this.#limiter,
@@ -228,10 +236,13 @@ export class Listener {
   }
 
   #listen(): Promise<void> {
-    const { host, port, text } = this.#model.bind;
+    const { host, text } = this.#model.bind;
+    const port = this.#port ?? this.#model.bind.port;
     const fdName = this.#model.systemdSocket;
+    // Several threads bind the same port: the kernel spreads new connections among them.
+    const reusePort = this.#memory.threads > 1;
     // A handle `{ fd }` is what listen() takes for an inherited socket.
-    let target: net.ListenOptions | { fd: number } = { host, port, backlog: 4096 };
+    let target: net.ListenOptions | { fd: number } = { host, port, backlog: 4096, reusePort };
     if (fdName !== null) {
       // Socket activation: systemd bound it and keeps it across our restarts.
       const fd = listenFds().get(fdName);
@@ -247,7 +258,7 @@ export class Listener {
       this.#server.listen(target as net.ListenOptions, () => {
         this.#server.removeListener('error', onError);
         const a = this.address();
-        this.#logger.info({ address: a.address, port: a.port }, 'listening');
+        if (this.#memory.thread === 0) this.#logger.info({ address: a.address, port: a.port, threads: this.#memory.threads }, 'listening');
         resolve();
       });
     });
@@ -273,6 +284,8 @@ export class Listener {
 
   #onSessionClosed = (session: Session): void => {
     this.#sessions.delete(session);
+    Atomics.sub(this.#memory.listenerActive, this.#active, 1);
+    this.#memory.listenerActive[this.#share]! -= 1;
     if (this.#sessions.size === 0 && this.#drained !== undefined) {
       this.#drained();
       this.#drained = undefined;
@@ -306,14 +319,28 @@ export class Listener {
       socket.destroy();
       return;
     }
-    this.stats.accepted++;
+    this.stats.accept();
     const session = new Session(socket, ctx);
+    // Counted as open at once, in every thread's count: max_connections is exact across threads.
+    const before = Atomics.add(this.#memory.listenerActive, this.#active, 1);
+    this.#memory.listenerActive[this.#share]! += 1;
     const max = ctx.listener.maxConnections;
-    const full = max > 0 && this.#sessions.size >= max;
+    const full = max > 0 && before >= max;
     this.#sessions.add(session);
     // Over a limit: close at once, nothing read, nothing connected; logged like any connection.
     if (full) return session.refuse(new RejectedError('L4LB_REJECTED_LIMIT', 'max_connections'));
     if (!this.#fds.take('accept')) return session.refuse(new LocalResourceError('EMFILE', 'descriptor reserve reached'));
     session.start(true);
   };
+}
+
+/** Where a listener's shared state is (defaults: memory of its own, for a listener on its own). */
+export interface ListenerEnv {
+  readonly memory?: SharedMemory;
+  /** This listener's slot in `memory`. */
+  readonly slot?: number;
+  readonly pairSlots?: PairSlots;
+  readonly fds?: FdBudget;
+  /** Bind this port instead of the model's (the main thread bound `:0` and got it). */
+  readonly port?: number;
 }

@@ -16,8 +16,7 @@
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { ListenerModel } from '../config/model.js';
-import type { L4lbError } from '../errors.js';
-import { LocalResourceError } from '../errors.js';
+import { LocalResourceError, reasonOf, type L4lbError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FdBudget } from '../net/fd-budget.js';
 import type { Pool, ServerConnection, ServerLease } from '../pool.js';
@@ -29,8 +28,8 @@ import { FrontEnd, type FrontOwner } from './front/front-end.js';
 import type { FrontStage } from './front/stage.js';
 import { outgoingHeader } from './header-out.js';
 import type { LineLimiter } from './line-limiter.js';
-import type { ListenerStats, ServerCounters } from './stats.js';
-import { reasonOf, terminationOf, type Termination } from './termination.js';
+import type { ListenerStats, PairCounters } from './stats.js';
+import { terminationOf, type Termination } from './termination.js';
 import { Upstream, type UpstreamOwner } from './upstream.js';
 
 /** What every session of one listener shares (rebuilt on reload; a session keeps the one it started with). */
@@ -82,7 +81,7 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
   #backend: net.Socket | undefined;
   #lease: ServerLease | undefined;
   /** This listener's counters for the connected server. */
-  #counters: ServerCounters | undefined;
+  #counters: PairCounters | undefined;
   #connectMs: number | null = null;
   #termination: Termination | undefined;
   /** Why a connection ended before the splice, in words, for its access line. */
@@ -204,9 +203,8 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     backend.on('close', this.#onBackendClose);
     this.#connectMs = Math.round(performance.now() - this.#startedAt);
     lease.connected(this);
-    const counters = (this.#counters = this.#ctx.stats.for(lease.server));
-    counters.total++;
-    counters.active++;
+    this.#counters = this.#ctx.stats.for(lease.server);
+    this.#counters.connected();
     if (this.#clientClosed) return this.#end('client_close');
     this.#splice(backend);
   }
@@ -306,11 +304,7 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     const termination = this.#termination ?? 'client_close';
     const bytesIn = client === front.raw ? client.bytesRead - front.headerBytes : client.bytesRead;
     const counters = this.#counters;
-    if (counters !== undefined) {
-      counters.active--;
-      counters.bytesIn += bytesIn;
-      counters.bytesOut += client.bytesWritten;
-    }
+    if (counters !== undefined) counters.closed(bytesIn, client.bytesWritten);
     ctx.fds.give(this.#fds);
     this.#fds = 0;
     ctx.stats.terminated(termination);

@@ -45,9 +45,3 @@ export const DATA_PATH_CODES: ReadonlyMap<ErrorCode, Termination> = new Map(Obje
 export function terminationOf(err: L4lbError): Termination {
   return TERMINATION_OF_CODE[err.code] ?? 'server_close';
 }
-
-/** The access line's short why of a failure: its `reason` when it has one, else its message. */
-export function reasonOf(err: L4lbError): string {
-  const reason = (err as L4lbError & { reason?: unknown }).reason;
-  return typeof reason === 'string' ? reason : err.message;
-}

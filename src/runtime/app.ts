@@ -1,22 +1,34 @@
 /**
- * The running load balancer: pools and listeners built from one model.
+ * The running load balancer. The main thread owns the configuration,
+ * reloads, health probes and the admin server, and serves too: it is thread
+ * 0 of `workers` serving threads; the others are worker threads (see
+ * workers.ts). Every serving thread runs the same data plane (pools and
+ * listeners, bound to the same ports with SO_REUSEPORT) built from one plan,
+ * and what must be global (open-connection counts, server state, limits,
+ * counters, ticket keys) lives in shared memory (src/shared/).
+ *
  * Phases: created → running → draining → stopped. The constructor only
- * builds objects; `start()` binds every listener or none; `close()`
- * (graceful) stops accepting at once, waits for open connections up to the
- * drain timeout, then closes what remains; `destroy()` (forced) closes
- * everything at once, whatever the phase. Both are idempotent.
+ * builds objects; `start()` binds every listener in every thread or none;
+ * `close()` (graceful) stops accepting at once, waits for open connections
+ * up to the drain timeout, then closes what remains; `destroy()` (forced)
+ * closes everything at once, whatever the phase. Both are idempotent.
  */
-import type { ListenerModel, Model } from '../config/model.js';
-import type { Logger } from '../log.js';
-import { Pool } from '../pool.js';
-import { Listener } from '../proxy/listener.js';
-import { HealthChecker } from '../health/checker.js';
-import type { ProxyProtocolVersion } from '../config/model.js';
-import { encodeV1Local, encodeV2 } from '../proxy-protocol/index.js';
 import type net from 'node:net';
 import { AdminServer } from '../admin/server.js';
-// One rule for "same socket", shared with the reload preview (l4lb check --diff).
-import { sameSocket } from '../config/identity.js';
+import type { Model, ProxyProtocolVersion } from '../config/model.js';
+import { readSecretFile, secretFiles } from '../config/secret-file.js';
+import { HealthChecker } from '../health/checker.js';
+import type { Logger } from '../log.js';
+import { processFds } from '../net/fd-budget.js';
+import type { Pool } from '../pool.js';
+import { encodeV1Local, encodeV2 } from '../proxy-protocol/index.js';
+import type { Listener } from '../proxy/listener.js';
+import { C_FDS_HELD, C_WORKER_RESTARTS, SharedMemory } from '../shared/memory.js';
+import { DataPlane, type ReloadSummary } from './data-plane.js';
+import { Planner, type Plan } from './plan.js';
+import { Workers } from './workers.js';
+
+export type { ReloadSummary } from './data-plane.js';
 
 /** Probes of a pool that sends PROXY headers carry one too, so strict backends accept them. */
 function probeHeader(version: ProxyProtocolVersion): ((socket: net.Socket) => Buffer) | null {
@@ -30,21 +42,15 @@ function probeHeader(version: ProxyProtocolVersion): ((socket: net.Socket) => Bu
 
 export type Phase = 'created' | 'running' | 'draining' | 'stopped';
 
-/** What a reload changed, for the log line and the caller. */
-export interface ReloadSummary {
-  readonly listenersAdded: readonly string[];
-  readonly listenersRemoved: readonly string[];
-  readonly listenersKept: readonly string[];
-  readonly poolsAdded: readonly string[];
-  readonly poolsRemoved: readonly string[];
-}
+/** Slots the shared memory starts with beyond the first configuration's needs (reloads grow it further). */
+const SPARE_SLOTS = 64;
 
 export class App {
   #model: Model;
-  #pools: Map<string, Pool>;
-  #listeners: Listener[];
-  /** Listeners a reload removed: no longer accepting, their connections finishing. */
-  readonly #retired = new Set<Listener>();
+  readonly #memory: SharedMemory;
+  readonly #planner: Planner;
+  readonly #plane: DataPlane;
+  readonly #workers: Workers;
   #checkers: HealthChecker[];
   /** The admin HTTP server (`admin:`), or null. Up from start() until the very end of stop(). */
   readonly admin: AdminServer | null;
@@ -61,9 +67,23 @@ export class App {
   constructor(model: Model, logger: Logger) {
     this.#model = model;
     this.#logger = logger;
-    this.#pools = this.#buildPools(model, new Map());
-    this.#listeners = model.listeners.map((l) => new Listener(l, this.#pools, logger, model.log.access));
-    this.#checkers = this.#buildCheckers(this.#pools);
+    const servers = model.pools.reduce((n, p) => n + p.servers.length, 0);
+    this.#memory = SharedMemory.create(model.workers, {
+      servers: servers + SPARE_SLOTS,
+      listeners: model.listeners.length + SPARE_SLOTS,
+      pairs: servers * model.listeners.length + SPARE_SLOTS,
+      pools: model.pools.length + SPARE_SLOTS,
+    });
+    this.#planner = new Planner(this.#memory);
+    this.#plane = new DataPlane(this.#planner.plan(model), { memory: this.#memory, logger, fds: processFds });
+    this.#workers = new Workers(this.#memory, logger, model.log.level, {
+      connectFailure: (pool, server, reason) => {
+        const p = this.#plane.pools.get(pool);
+        const s = p?.server(server);
+        if (p !== undefined && s !== undefined) p.reportFailureElsewhere(s, reason);
+      },
+    });
+    this.#checkers = this.#buildCheckers(this.#plane.pools);
     this.admin = model.admin === null ? null : new AdminServer(this, model.admin, logger);
   }
 
@@ -71,13 +91,14 @@ export class App {
     return this.#model;
   }
 
+  /** The pools (the main thread's: they decide the servers' state; counts are every thread's). */
   get pools(): ReadonlyMap<string, Pool> {
-    return this.#pools;
+    return this.#plane.pools;
   }
 
-  /** The listeners of the running configuration. */
+  /** The listeners of the running configuration (the main thread's copies; counts are every thread's). */
   get listeners(): readonly Listener[] {
-    return this.#listeners;
+    return this.#plane.listeners;
   }
 
   get checkers(): readonly HealthChecker[] {
@@ -88,38 +109,34 @@ export class App {
     return this.#phase;
   }
 
-  /** Open connections across all listeners, including those a reload removed. */
-  get connections(): number {
-    let n = 0;
-    for (const l of this.#listeners) n += l.connections;
-    for (const l of this.#retired) n += l.connections;
-    return n;
+  /** Threads serving traffic (the main thread and the worker threads). */
+  get threads(): number {
+    return this.#memory.threads;
   }
 
-  #buildPools(model: Model, previous: ReadonlyMap<string, Pool>): Map<string, Pool> {
-    const pools = new Map<string, Pool>();
-    for (const p of model.pools) pools.set(p.name, new Pool(p, previous.get(p.name)));
-    return pools;
+  /** Worker threads that died and were replaced since start. */
+  get workerRestarts(): number {
+    return Atomics.load(this.#memory.control, C_WORKER_RESTARTS);
+  }
+
+  /** Open connections of every thread, on every listener, including those a reload removed. */
+  get connections(): number {
+    return this.#plane.connections;
   }
 
   #buildCheckers(pools: ReadonlyMap<string, Pool>): HealthChecker[] {
     return [...pools.values()].map((p) => new HealthChecker(p, this.#logger, { proxyHeader: probeHeader(p.model.proxyProtocol) }));
   }
 
-  /** Bind every listener; if one fails, close those already bound and reject. */
+  /** Bind every listener in every thread; if one fails, close everything already bound and reject. */
   async start(): Promise<void> {
     if (this.#phase !== 'created') throw new Error(`App.start() in phase ${this.#phase}`);
-    const results = await Promise.allSettled([
-      // Pools first: TLS to their servers must be ready before a listener accepts.
-      (async () => {
-        for (const p of this.#pools.values()) p.start();
-      })(),
-      ...this.#listeners.map((l) => l.start()),
-      this.admin?.start(),
-    ]);
+    // Descriptors are the process's: every thread counts in the one shared cell.
+    processFds.share(this.#memory.control, C_FDS_HELD, true);
+    const results = await Promise.allSettled([this.#startServing(), this.admin?.start()]);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed || this.#destroying !== undefined) {
-      await Promise.all([...this.#listeners.map((l) => l.destroy()), this.admin?.close()]);
+      await Promise.all([this.#workers.destroy(), this.#plane.destroy(), this.admin?.close()]);
       this.#phase = 'stopped';
       throw failed ? failed.reason : new Error('App destroyed during start()');
     }
@@ -127,16 +144,34 @@ export class App {
     this.#phase = 'running';
   }
 
+  /** The main thread binds first (a `:0` port is then known), then the worker threads bind the same ports. */
+  async #startServing(): Promise<void> {
+    await this.#plane.start();
+    const plan = this.#plane.plan;
+    Object.assign(plan.ports, this.#plane.ports());
+    if (this.#workers.count === 0) return;
+    plan.secrets = await this.#secrets(plan.model);
+    await this.#workers.start(plan);
+  }
+
+  /** The secret files' contents for the worker threads, read by the main thread (it keeps what it read as root). */
+  async #secrets(model: Model): Promise<Array<[string, Uint8Array]>> {
+    const files = [...new Set(secretFiles(model).map((f) => f.file))];
+    return Promise.all(files.map(async (file): Promise<[string, Uint8Array]> => [file, await readSecretFile(file)]));
+  }
+
   /**
-   * Apply a new, already validated model; only the difference changes.
-   * Everything that can fail (certificates, binding new ports) happens
-   * first; if any of it fails the running configuration stays exactly as it
-   * was and this rejects. Then, without a gap: listeners whose bind is
-   * unchanged keep their socket (no refused connection) and take the new
-   * settings for new connections; new listeners accept; removed ones stop
-   * accepting while their connections finish; pools and servers that still
-   * exist keep their health, admin state, counters and connections; removed
-   * servers take no new connections and their open ones continue.
+   * Apply a new, already validated model; only the difference changes, in
+   * every thread at once. Everything that can fail (certificates, binding
+   * new ports) happens first in every thread; if any of it fails, every
+   * thread keeps the running configuration exactly as it was and this
+   * rejects. Then, without a gap: listeners whose bind is unchanged keep
+   * their socket (no refused connection) and take the new settings for new
+   * connections; new listeners accept; removed ones stop accepting while
+   * their connections finish; pools and servers that still exist keep their
+   * health, admin state, counters and connections; removed servers take no
+   * new connections and their open ones continue. `workers` takes effect at
+   * the next restart.
    */
   reload(next: Model): Promise<ReloadSummary> {
     const run = this.#reloading.then(() => this.#reload(next));
@@ -146,72 +181,36 @@ export class App {
 
   async #reload(next: Model): Promise<ReloadSummary> {
     if (this.#phase !== 'running' || this.#destroying !== undefined) throw new Error(`cannot reload while ${this.#destroying ? 'destroyed' : this.#phase}`);
-    const pools = this.#buildPools(next, this.#pools);
-    const kept = new Map<Listener, ListenerModel>();
-    const added: Listener[] = [];
-    const claimed = new Set<Listener>();
-    for (const lm of next.listeners) {
-      const same = this.#listeners.find((l) => !claimed.has(l) && sameSocket(l.model, lm));
-      if (same !== undefined) {
-        claimed.add(same);
-        kept.set(same, lm);
-      } else {
-        added.push(new Listener(lm, pools, this.#logger, next.log.access));
-      }
-    }
-    const removed = this.#listeners.filter((l) => !claimed.has(l));
-
-    // Step one: everything that can fail (certificates, new binds).
-    const commits: Array<() => void> = [];
+    const plan = this.#planner.plan(next);
+    const prepared = await this.#plane.prepare(plan);
     try {
-      for (const p of pools.values()) p.start();
-      for (const [listener, lm] of kept) commits.push(await listener.prepareUpdate(lm, pools, next.log.access));
-      for (const l of added) await l.start();
-      // A forced stop came while this reload bound: it must not leave a listener behind.
+      // The main thread bound new listeners first: the workers bind the same ports.
+      Object.assign(plan.ports, prepared.ports);
+      if (this.#workers.count > 0) {
+        plan.secrets = await this.#secrets(next);
+        await this.#workers.prepare(plan);
+      }
       if (this.#destroying !== undefined) throw new Error('App destroyed during reload()');
     } catch (err) {
-      await Promise.all(added.map((l) => l.destroy()));
-      for (const p of pools.values()) p.close();
+      await prepared.abort();
       throw err;
     }
-
-    // Step two: swap, nothing here can fail.
-    const poolsAdded = next.pools.filter((p) => !this.#pools.has(p.name)).map((p) => p.name);
-    const poolsRemoved = [...this.#pools.keys()].filter((name) => !pools.has(name));
-    for (const p of pools.values()) p.activate();
-    for (const commit of commits) commit();
-    for (const l of removed) this.#retire(l);
+    // Step two: swap, in this thread and then in every worker thread; nothing here can fail.
+    const summary = prepared.commit();
     for (const c of this.#checkers) void c.close();
-    for (const [name, p] of this.#pools) {
-      p.close();
-      // A pool the reload removed: its servers are gone too (counters forgotten once their connections close).
-      if (!pools.has(name)) p.retire();
-    }
-    this.#pools = pools;
-    this.#listeners = [...kept.keys(), ...added];
-    this.#checkers = this.#buildCheckers(pools);
+    this.#checkers = this.#buildCheckers(this.#plane.pools);
     for (const c of this.#checkers) c.start();
+    await this.#workers.commit(plan);
     if (JSON.stringify(next.admin) !== JSON.stringify(this.#model.admin)) {
       this.#logger.warn('admin settings changed: they take effect at the next restart');
     }
+    if (next.workers !== this.#model.workers) {
+      this.#logger.warn({ workers: this.#memory.threads, configured: next.workers }, 'workers changed: it takes effect at the next restart');
+    }
     this.#logger.level = next.log.level;
+    this.#workers.level = next.log.level;
     this.#model = next;
-    return {
-      listenersAdded: added.map((l) => l.model.name),
-      listenersRemoved: removed.map((l) => l.model.name),
-      listenersKept: [...kept.keys()].map((l) => l.model.name),
-      poolsAdded,
-      poolsRemoved,
-    };
-  }
-
-  /** A listener a reload removed: it stops accepting, and is destroyed once its last connection has ended. */
-  #retire(listener: Listener): void {
-    this.#retired.add(listener);
-    void listener.close().then(() => {
-      this.#retired.delete(listener);
-      return listener.destroy();
-    });
+    return summary;
   }
 
   /**
@@ -233,17 +232,16 @@ export class App {
     this.#phase = 'draining';
     // A reload in progress finishes first, so nothing it opens is left behind.
     await this.#reloading;
-    const all = [...this.#listeners, ...this.#retired];
-    const drained = Promise.all(all.map((l) => l.close()));
+    const drained = Promise.all([this.#plane.drain(), this.#workers.drain()]);
     this.#logger.info({ connections: this.connections, drain_timeout_ms: drainMs }, 'draining');
     if (!(await settlesWithin(drained, drainMs))) {
       this.#logger.info({ connections: this.connections }, 'drain timeout reached, closing open connections');
-      for (const l of all) l.shutdown();
+      this.#plane.shutdown();
+      this.#workers.shutdown();
       await settlesWithin(drained, 1_000);
     }
-    await Promise.all(all.map((l) => l.destroy()));
+    await Promise.all([this.#plane.destroy(), this.#workers.destroy()]);
     await Promise.all(this.#checkers.map((c) => c.close()));
-    for (const p of this.pools.values()) p.close();
     // Last: /healthz answered "draining" all along.
     await this.admin?.close();
     this.#phase = 'stopped';
@@ -251,10 +249,10 @@ export class App {
 
   /**
    * Forced stop: stop accepting and end every open session now (termination
-   * `shutdown`), on current listeners and on those a reload retired; stop
-   * health probes and pool timers; close the admin server. A graceful stop in
-   * progress then completes at once. Idempotent: every call returns the same
-   * promise.
+   * `shutdown`) in every thread, on current listeners and on those a reload
+   * retired; stop health probes and pool timers; close the admin server. A
+   * graceful stop in progress then completes at once. Idempotent: every call
+   * returns the same promise.
    */
   destroy(): Promise<void> {
     this.#destroying ??= this.#destroy();
@@ -262,9 +260,7 @@ export class App {
   }
 
   async #destroy(): Promise<void> {
-    const all = [...this.#listeners, ...this.#retired];
-    await Promise.all([...all.map((l) => l.destroy()), ...this.#checkers.map((c) => c.destroy())]);
-    for (const p of this.#pools.values()) p.close();
+    await Promise.all([this.#plane.destroy(), this.#workers.destroy(), ...this.#checkers.map((c) => c.destroy())]);
     await (this.admin?.destroy() ?? this.admin?.close());
     this.#phase = 'stopped';
   }
@@ -280,3 +276,5 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
     clearTimeout(timer);
   }
 }
+
+export type { Plan };

@@ -133,9 +133,9 @@ export class TlsTerminator {
   #applyKeys(): void {
     const keys = this.#keys;
     if (keys === null || keys.generation === this.#appliedGeneration) return;
-    this.#appliedGeneration = keys.generation;
-    this.#server.setTicketKeys(keys.current);
-    const previous = keys.previous;
+    const { generation, current, previous } = keys.read();
+    this.#appliedGeneration = generation;
+    this.#server.setTicketKeys(current);
     if (previous === null) {
       // Handshakes under way keep their socket's context; the server goes.
       this.#previous = null;

@@ -3,6 +3,7 @@
  * process or a child's stdout, and tests assert on them.
  */
 import { Writable } from 'node:stream';
+import { loggerOptions } from '../../src/log.js';
 import { pino, type Logger, type LevelWithSilent } from 'pino';
 
 /** A log line as parsed; a line that is not JSON is kept as `{ raw }`. */
@@ -41,7 +42,8 @@ export function collectingLogger(level: LevelWithSilent = 'debug'): { logger: Lo
       cb();
     },
   });
-  return { logger: pino({ level }, sink), lines };
+  // Formatted as l4lb's own loggers are (level labels, ISO times): worker threads' lines come that way.
+  return { logger: pino({ ...loggerOptions('info'), level }, sink), lines };
 }
 
 /** A pino logger that writes nothing anywhere. */

@@ -87,9 +87,17 @@ export interface Running {
   stop(drainMs?: number): Promise<void>;
 }
 
+/**
+ * Serving threads of an in-process l4lb whose configuration says nothing of
+ * `workers`: 1 by default (the main thread alone, quick to start), or
+ * L4LB_TEST_WORKERS, to run every test with worker threads too.
+ */
+export const TEST_WORKERS = Number(process.env.L4LB_TEST_WORKERS ?? 1);
+
 /** Start l4lb in this process from a raw config object (listeners default to 127.0.0.1:0). */
 export async function startL4lb(raw: unknown): Promise<Running> {
-  const model = await buildModel(raw);
+  const withWorkers = typeof raw === 'object' && raw !== null && !('workers' in raw) ? { ...raw, workers: TEST_WORKERS } : raw;
+  const model = await buildModel(withWorkers);
   const { logger, lines } = collectingLogger('debug');
   const app = new App(model, logger);
   await app.start();
