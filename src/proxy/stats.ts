@@ -188,6 +188,11 @@ export class ListenerStats {
     return this.#sum(L_ACCEPTED);
   }
 
+  /** Connections accepted by each serving thread (index 0: the main thread). */
+  acceptedByThread(): number[] {
+    return Array.from({ length: this.#memory.threads }, (_, t) => this.#memory.listenerRows[this.#rows + t * LISTENER_ROW + L_ACCEPTED]!);
+  }
+
   /** Failed TLS handshakes with clients. */
   get tlsHandshakeFailures(): number {
     return this.#sum(L_TLS_FAILURES);

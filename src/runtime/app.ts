@@ -114,6 +114,11 @@ export class App {
     return this.#memory.threads;
   }
 
+  /** The worker thread serving as thread `index` (1 and up), if it is running: for tests and diagnostics. */
+  workerThread(index: number): import('node:worker_threads').Worker | undefined {
+    return this.#workers.thread(index);
+  }
+
   /** Worker threads that died and were replaced since start. */
   get workerRestarts(): number {
     return Atomics.load(this.#memory.control, C_WORKER_RESTARTS);

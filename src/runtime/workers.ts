@@ -105,6 +105,11 @@ export class Workers {
     return this.#memory.threads - 1;
   }
 
+  /** The worker thread serving as thread `index` (1 and up), if it is running: for tests and diagnostics. */
+  thread(index: number): Worker | undefined {
+    return this.#threads.get(index)?.worker;
+  }
+
   /** Start threads 1..N-1 on `plan`; all start or none stays (rejects with the first failure). */
   async start(plan: Plan): Promise<void> {
     this.#plan = plan;
