@@ -83,6 +83,38 @@ t.test('listener max_connections is exact across workers', async (t) => {
   t.equal(again.length, 10);
 });
 
+t.test('per_source.max_connections 3 admits exactly 3 from one client across workers, and a dead worker gives its share back', async (t) => {
+  const backend = await holdingBackend(t);
+  const lb = await lbFor(t, {
+    workers: WORKERS,
+    log: { level: 'info', access: false },
+    listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p', per_source: { max_connections: 3 } }],
+    pools: [{ name: 'p', health: { interval: '1h' }, servers: [{ address: backend.address }] }],
+  });
+  const stats = lb.app.listeners[0]!.stats;
+  // 30 connections from 127.0.0.7: the kernel spreads them over both threads; 3 may stay.
+  await openClients(t, lb.port(), 30, () => '127.0.0.7');
+  await waitFor(() => (stats.rejected.get('limit') ?? 0) === 27, 10_000, '27 refusals');
+  await sleep(200);
+  t.equal(lb.app.connections, 3, 'exactly 3 open from that client');
+  t.equal(stats.rejected.get('limit'), 27, 'exactly 27 refused');
+  bothThreadsServed(t, lb, '30 connections from one client');
+  // Another client is not affected.
+  await openClients(t, lb.port(), 3, () => '127.0.0.8');
+  await waitFor(() => lb.app.connections === 6, 5_000, 'three more from 127.0.0.8');
+  // The worker thread dies: what it held from 127.0.0.7 and .8 is given back, the table is exact again.
+  const held = lb.app.listeners[0]!.perSource!;
+  await lb.app.workerThread(1)!.terminate();
+  await waitFor(() => lb.app.workerThread(1) !== undefined, 10_000, 'a replacement');
+  await waitFor(() => lb.app.connections < 6, 5_000, "the dead thread's connections gone");
+  const left = lb.app.connections;
+  t.same(held.audit(), [], 'the table is consistent');
+  // As many as were lost can connect again, and no more.
+  await openClients(t, lb.port(), 10, () => '127.0.0.7');
+  await sleep(500);
+  t.ok(lb.app.connections <= left + 3, `no client above 3 again (${lb.app.connections} open)`);
+});
+
 t.test('metrics over 2 workers equal the sum of what the clients saw', async (t) => {
   const backend = await backendFor(t, echoBackend());
   const lb = await lbFor(t, {

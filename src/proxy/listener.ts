@@ -21,7 +21,8 @@ import type { Logger } from '../log.js';
 import { CidrList } from '../net/cidr.js';
 import { processFds, type FdBudget } from '../net/fd-budget.js';
 import type { Pool } from '../pool.js';
-import { DEFAULT_MAX_SOURCES, PerSourceTable } from '../protect/per-source.js';
+import { DEFAULT_MAX_SOURCES } from '../protect/per-source.js';
+import { SharedPerSourceTable } from '../protect/shared-per-source.js';
 import { listenFds } from '../runtime/systemd.js';
 import { SniRouter } from '../tls/sni-routes.js';
 import type { TicketKeys } from '../tls/ticket-keys.js';
@@ -68,6 +69,8 @@ export class Listener {
   readonly #share: number;
   /** The port to bind instead of the model's (another thread bound `:0` first and got this one). */
   #port: number | undefined;
+  /** A worker thread's per-source table: the main thread's, by its buffer. */
+  #perSourceBuffer: SharedArrayBuffer | undefined;
   readonly #tls: ListenerTls;
   /** Local errors since the last warning, and when that was. */
   #localErrorsUnreported = 0;
@@ -87,6 +90,7 @@ export class Listener {
     this.#memory = env.memory ?? SharedMemory.create(1, { servers: 0, listeners: 1, pairs: 0, pools: 0 });
     this.slot = env.slot ?? 0;
     this.#port = env.port;
+    this.#perSourceBuffer = env.perSourceBuffer;
     const threads = this.#memory.threads;
     this.#active = this.slot * (threads + 1);
     this.#share = this.#active + 1 + this.#memory.thread;
@@ -139,7 +143,7 @@ export class Listener {
    * left open then.
    */
   async start(): Promise<void> {
-    this.#ctx = await this.#buildContext(this.#model, this.#pools, this.#accessLog, null);
+    this.#ctx = await this.#buildContext(this.#model, this.#pools, this.#accessLog, null, this.#perSourceBuffer);
     await this.#listen();
     this.#startTimers();
   }
@@ -150,9 +154,19 @@ export class Listener {
    * step, which cannot fail; rejects with ConfigError and changes nothing.
    * The bound socket is kept: a reload never refuses a connection here.
    */
-  async prepareUpdate(model: ListenerModel, pools: ReadonlyMap<string, Pool>, accessLog: boolean, pairSlots?: PairSlots): Promise<() => void> {
-    const ctx = await this.#buildContext(model, pools, accessLog, this.#ctx ?? null);
-    return () => {
+  async prepareUpdate(
+    model: ListenerModel,
+    pools: ReadonlyMap<string, Pool>,
+    accessLog: boolean,
+    options: { pairSlots?: PairSlots; perSourceBuffer?: SharedArrayBuffer } = {},
+  ): Promise<PreparedListener> {
+    const { pairSlots } = options;
+    const ctx = await this.#buildContext(model, pools, accessLog, this.#ctx ?? null, options.perSourceBuffer);
+    const perSourceBuffer = ctx.perSource?.buffer;
+    return {
+      ...(perSourceBuffer !== undefined ? { perSourceBuffer } : {}),
+      commit: () => {
+        this.#perSourceBuffer = perSourceBuffer;
       if (pairSlots !== undefined) this.stats.usePairSlots(pairSlots);
       this.#tls.committed(model);
       this.#model = model;
@@ -160,7 +174,13 @@ export class Listener {
       this.#accessLog = accessLog;
       this.#ctx = ctx;
       if (this.#closing === undefined) this.#startTimers();
+      },
     };
+  }
+
+  /** The per-source table new connections are counted in (one for every thread), or null. */
+  get perSource(): SharedPerSourceTable | null {
+    return this.#ctx?.perSource ?? null;
   }
 
   /** Stop accepting; resolves once every open session has ended. Idempotent (one shared promise). */
@@ -196,7 +216,13 @@ export class Listener {
   }
 
   /** Everything a session needs, built from one model; `previous` lends its per-source table if the limits are unchanged. */
-  async #buildContext(model: ListenerModel, pools: ReadonlyMap<string, Pool>, accessLog: boolean, previous: SessionContext | null): Promise<SessionContext> {
+  async #buildContext(
+    model: ListenerModel,
+    pools: ReadonlyMap<string, Pool>,
+    accessLog: boolean,
+    previous: SessionContext | null,
+    perSourceBuffer: SharedArrayBuffer | undefined,
+  ): Promise<SessionContext> {
     const terminator = await this.#tls.terminatorFor(model);
     // Entries with open connections are never forgotten, so the table holds at least as many clients as the listener connections.
     const maxSources = Math.max(DEFAULT_MAX_SOURCES, model.maxConnections);
@@ -207,11 +233,7 @@ export class Listener {
       previous.listener.perSource.connectRate === model.perSource.connectRate &&
       previous.listener.perSource.ipv6Prefix === model.perSource.ipv6Prefix &&
       previous.perSource.maxSources === maxSources;
-    const perSource = samePerSource
-      ? previous.perSource
-      : model.perSource.maxConnections > 0 || model.perSource.connectRate > 0
-        ? new PerSourceTable(model.perSource, { maxSources })
-        : null;
+    const perSource = this.#perSourceTable(model, maxSources, samePerSource ? previous.perSource : null, perSourceBuffer);
     const front = frontStages(model, {
       // Never null with accept_proxy: an empty list, which the loader refuses, would trust no one.
       trustedProxies: model.acceptProxy ? new CidrList(model.trustedProxies) : null,
@@ -233,6 +255,21 @@ export class Listener {
       onLocalError: this.#onLocalError,
       onClosed: this.#onSessionClosed,
     };
+  }
+
+  /**
+   * The per-source table for `model`: the main thread makes it (or keeps
+   * `same`, when the limits did not change) with a column per serving
+   * thread; a worker thread attaches to the main thread's, by its buffer.
+   */
+  #perSourceTable(model: ListenerModel, maxSources: number, same: SharedPerSourceTable | null, buffer: SharedArrayBuffer | undefined): SharedPerSourceTable | null {
+    if (model.perSource.maxConnections <= 0 && model.perSource.connectRate <= 0) return null;
+    const memory = this.#memory;
+    if (memory.thread !== 0) {
+      if (buffer === undefined) throw new Error(`listener ${model.name}: no per-source table from the main thread`);
+      return same !== null && same.buffer === buffer ? same : SharedPerSourceTable.attach(buffer, { worker: memory.thread });
+    }
+    return same ?? SharedPerSourceTable.create(model.perSource, { maxSources, workers: memory.threads, worker: 0 });
   }
 
   #listen(): Promise<void> {
@@ -270,7 +307,8 @@ export class Listener {
     this.#sweepTimer = undefined;
     const ctx = this.#ctx!;
     this.#idleTimer = setInterval(this.#checkIdle, idleSweepMs(Math.min(ctx.listener.timeouts.idleMs, ctx.pool.model.timeouts.idleMs)));
-    if (ctx.perSource !== null) {
+    // One thread forgets what the table no longer needs: the main one.
+    if (ctx.perSource !== null && this.#memory.thread === 0) {
       const table = ctx.perSource;
       this.#sweepTimer = setInterval(() => table.sweep(), PER_SOURCE_SWEEP_MS);
     }
@@ -343,4 +381,13 @@ export interface ListenerEnv {
   readonly fds?: FdBudget;
   /** Bind this port instead of the model's (the main thread bound `:0` and got it). */
   readonly port?: number;
+  /** In a worker thread: the buffer of the main thread's per-source table for this listener. */
+  readonly perSourceBuffer?: SharedArrayBuffer;
+}
+
+/** A listener's reload, prepared: commit() cannot fail. */
+export interface PreparedListener {
+  /** The per-source table's buffer of the new configuration, for the other threads. */
+  readonly perSourceBuffer?: SharedArrayBuffer;
+  commit(): void;
 }

@@ -20,7 +20,7 @@ import { LocalResourceError, reasonOf, type L4lbError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FdBudget } from '../net/fd-budget.js';
 import type { Pool, ServerConnection, ServerLease } from '../pool.js';
-import type { PerSourceTable } from '../protect/per-source.js';
+import type { SharedPerSourceTable as PerSourceTable } from '../protect/shared-per-source.js';
 import type { SniRouter } from '../tls/sni-routes.js';
 import { formatEndpoint } from '../config/address.js';
 import { logAccess } from './access-log.js';

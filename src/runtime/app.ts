@@ -77,6 +77,7 @@ export class App {
     this.#planner = new Planner(this.#memory);
     this.#plane = new DataPlane(this.#planner.plan(model), { memory: this.#memory, logger, fds: processFds });
     this.#workers = new Workers(this.#memory, logger, model.log.level, {
+      threadGone: (thread) => this.#plane.releaseThread(thread),
       connectFailure: (pool, server, reason) => {
         const p = this.#plane.pools.get(pool);
         const s = p?.server(server);
@@ -154,6 +155,7 @@ export class App {
     await this.#plane.start();
     const plan = this.#plane.plan;
     Object.assign(plan.ports, this.#plane.ports());
+    Object.assign(plan.perSource, this.#plane.perSourceBuffers());
     if (this.#workers.count === 0) return;
     plan.secrets = await this.#secrets(plan.model);
     await this.#workers.start(plan);
@@ -191,6 +193,7 @@ export class App {
     try {
       // The main thread bound new listeners first: the workers bind the same ports.
       Object.assign(plan.ports, prepared.ports);
+      Object.assign(plan.perSource, prepared.perSource);
       if (this.#workers.count > 0) {
         plan.secrets = await this.#secrets(next);
         await this.#workers.prepare(plan);

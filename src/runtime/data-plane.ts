@@ -32,6 +32,8 @@ export interface ReloadSummary {
 export interface PreparedReload {
   /** The ports of the new configuration's listeners (new ones are bound already), by name. */
   readonly ports: Readonly<Record<string, number>>;
+  /** The per-source tables of the new configuration's listeners, by name (for the other threads). */
+  readonly perSource: Readonly<Record<string, SharedArrayBuffer>>;
   commit(): ReloadSummary;
   abort(): Promise<void>;
 }
@@ -114,6 +116,7 @@ export class DataPlane {
     }
     const removed = this.#listeners.filter((l) => !kept.has(l));
     const commits: Array<() => void> = [];
+    const perSource: Record<string, SharedArrayBuffer> = {};
     const abort = async (): Promise<void> => {
       await Promise.all(added.map((l) => l.destroy()));
       for (const p of pools.values()) p.close();
@@ -121,9 +124,17 @@ export class DataPlane {
     try {
       for (const p of pools.values()) p.start();
       for (const [listener, lm] of kept) {
-        commits.push(await listener.prepareUpdate(lm, pools, next.model.log.access, new PlannedPairSlots(next.pairSlots[lm.name] ?? [])));
+        const prepared = await listener.prepareUpdate(lm, pools, next.model.log.access, {
+          pairSlots: new PlannedPairSlots(next.pairSlots[lm.name] ?? []),
+          ...(next.perSource[lm.name] !== undefined ? { perSourceBuffer: next.perSource[lm.name] } : {}),
+        });
+        commits.push(prepared.commit);
+        if (prepared.perSourceBuffer !== undefined) perSource[lm.name] = prepared.perSourceBuffer;
       }
-      for (const l of added) await l.start();
+      for (const l of added) {
+        await l.start();
+        if (l.perSource !== null) perSource[l.model.name] = l.perSource.buffer;
+      }
       // A forced stop came while this reload bound: it must not leave a listener behind.
       if (this.#destroying !== undefined) throw new Error('destroyed during a reload');
     } catch (err) {
@@ -133,6 +144,7 @@ export class DataPlane {
     return {
       abort,
       ports: portsOf([...kept.keys(), ...added]),
+      perSource,
       commit: () => {
         const poolsAdded = next.model.pools.filter((p) => !this.#pools.has(p.name)).map((p) => p.name);
         const poolsRemoved = [...this.#pools.keys()].filter((name) => !pools.has(name));
@@ -162,6 +174,19 @@ export class DataPlane {
   /** The ports this plane's listeners are bound to, by name (for the other threads to bind the same). */
   ports(): Record<string, number> {
     return portsOf(this.#listeners);
+  }
+
+  /** The per-source tables of this plane's listeners, by name (for the other threads to count in the same). */
+  perSourceBuffers(): Record<string, SharedArrayBuffer> {
+    const out: Record<string, SharedArrayBuffer> = {};
+    for (const l of this.#listeners) if (l.perSource !== null) out[l.model.name] = l.perSource.buffer;
+    return out;
+  }
+
+  /** A serving thread died: give back in every per-source table what it held. */
+  async releaseThread(thread: number): Promise<void> {
+    const tables = new Set([...this.#listeners, ...this.#retired].map((l) => l.perSource).filter((t) => t !== null));
+    await Promise.all([...tables].map((t) => t.releaseWorker(thread)));
   }
 
   /**
@@ -198,12 +223,14 @@ export class DataPlane {
 
   #listener(lm: ListenerModel, plan: Plan, pools: ReadonlyMap<string, Pool>): Listener {
     const port = plan.ports[lm.name];
+    const perSourceBuffer = plan.perSource[lm.name];
     return new Listener(lm, pools, this.#env.logger, plan.model.log.access, {
       memory: this.#env.memory,
       slot: plan.listenerSlots[lm.name]!,
       pairSlots: new PlannedPairSlots(plan.pairSlots[lm.name] ?? []),
       fds: this.#env.fds,
       ...(port !== undefined ? { port } : {}),
+      ...(perSourceBuffer !== undefined ? { perSourceBuffer } : {}),
     });
   }
 

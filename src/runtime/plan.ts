@@ -22,6 +22,8 @@ export interface Plan {
   readonly pairSlots: Readonly<Record<string, ReadonlyArray<readonly [number, number]>>>;
   /** Per listener name: the port it is bound to (a `:0` bind resolved by the main thread); filled in once bound. */
   readonly ports: Record<string, number>;
+  /** Per listener name: the buffer of its per-source table (made by the main thread); filled in once built. */
+  readonly perSource: Record<string, SharedArrayBuffer>;
   /** Contents of the secret files the model names (keys, certificates, CAs), by path; filled in by the main thread. */
   secrets: ReadonlyArray<readonly [string, Uint8Array]>;
 }
@@ -103,6 +105,6 @@ export class Planner {
       pairSlots[lm.name] = pairs;
     }
     this.#memory.ensure({ servers: this.#nextServer, listeners: this.#nextListener, pairs: this.#nextPair, pools: this.#pools.size });
-    return { model, poolSlots, serverSlots, listenerSlots, pairSlots, ports: {}, secrets: [] };
+    return { model, poolSlots, serverSlots, listenerSlots, pairSlots, ports: {}, perSource: {}, secrets: [] };
   }
 }

@@ -20,6 +20,8 @@ const STEP_TIMEOUT_MS = 30_000;
 const RESTART_BACKOFF_MS = 1_000;
 
 export interface WorkersEvents {
+  /** A thread died: give back what it held outside the shared counts (per-source tables) before another takes its place. */
+  threadGone(thread: number): Promise<void>;
   /** A client connect failed in a worker: health hears of it (the worker counted it). */
   connectFailure(pool: string, server: string, reason: string): void;
 }
@@ -231,8 +233,11 @@ export class Workers {
     const sinceStart = Date.now() - (this.#lastStart.get(t.index) ?? 0);
     const delay = Math.max(0, RESTART_BACKOFF_MS - sinceStart);
     this.#logger.error({ worker: t.index, code, restart_in_ms: delay }, 'worker thread died; its connections are lost, starting another');
-    const timer = setTimeout(() => {
+    const timer = setTimeout(async () => {
       this.#restartTimers.delete(timer);
+      await this.#events.threadGone(t.index).catch((err: unknown) => {
+        this.#logger.error({ worker: t.index, err: err instanceof Error ? err.message : String(err) }, 'taking back what a dead worker thread held failed');
+      });
       if (this.#stopping) return;
       this.#spawn(t.index).catch((err: unknown) => {
         this.#logger.error({ worker: t.index, err: err instanceof Error ? err.message : String(err) }, 'replacement worker thread failed to start');

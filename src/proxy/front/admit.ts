@@ -5,7 +5,7 @@
  */
 import { RejectedError, type L4lbError } from '../../errors.js';
 import type { CidrList } from '../../net/cidr.js';
-import type { PerSourceTable } from '../../protect/per-source.js';
+import type { SharedPerSourceTable as PerSourceTable } from '../../protect/shared-per-source.js';
 import type { FrontStage, FrontState, StageDone } from './stage.js';
 
 export class AdmitStage implements FrontStage {

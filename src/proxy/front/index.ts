@@ -5,7 +5,7 @@
  */
 import type { ListenerModel } from '../../config/model.js';
 import type { CidrList } from '../../net/cidr.js';
-import type { PerSourceTable } from '../../protect/per-source.js';
+import type { SharedPerSourceTable as PerSourceTable } from '../../protect/shared-per-source.js';
 import type { TlsTerminator } from '../../tls/terminator.js';
 import { AdmitStage } from './admit.js';
 import { ClientHelloStage } from './client-hello.js';
