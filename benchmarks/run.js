@@ -364,8 +364,10 @@ function resultsMarkdown(out, summary, names) {
   for (const f of FIGURES.filter((x) => x.goal != null && x.scenario !== 'memory')) {
     const a = limitOf(summary, f.scenario, head, cores);
     const b = limitOf(summary, f.scenario, ref, cores);
-    if (a) limits.push(`- ${f.label}: ${a}; ${ref}: ${b ?? '-'}.`);
+    if (a || b) limits.push(`- ${f.label}: ${head}: ${a ?? 'not measured'}; ${ref}: ${b ?? 'not measured'}.`);
   }
+  const single = cores > 1 ? limitOf(summary, 'connect', summary.one, 1) : null;
+  if (single) limits.push(`- new connections/s, ${summary.one} (the scaling goal's denominator): ${single}.`);
   const lines = [
     '# Benchmark results',
     '',

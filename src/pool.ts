@@ -138,12 +138,21 @@ export class Pool {
    * tried). Backups are used only when no primary can be picked.
    */
   pick(key: string, exclude?: ReadonlySet<Server>): Server | undefined {
-    const sharing = this.#sharing;
-    if (sharing !== null && !sharing.owner) {
-      const generation = stateGeneration(sharing.memory);
-      if (generation !== this.#seen) this.#follow(generation);
-    }
+    this.sync();
     return this.#primary.pick(key, exclude) ?? this.#backup.pick(key, exclude);
+  }
+
+  /**
+   * A serving thread's pool: take what the main thread published, if it
+   * changed (one atomic read otherwise). Called at every pick, and by the
+   * thread's timer, so a server going down closes this thread's connections
+   * to it (`on_server_down: close`) even when no new connection comes.
+   */
+  sync(): void {
+    const sharing = this.#sharing;
+    if (sharing === null || sharing.owner) return;
+    const generation = stateGeneration(sharing.memory);
+    if (generation !== this.#seen) this.#follow(generation);
   }
 
   /** A serving thread's pool takes the state the main thread published, and rebuilds its pickers. */

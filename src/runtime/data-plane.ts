@@ -38,6 +38,9 @@ export interface PreparedReload {
   abort(): Promise<void>;
 }
 
+/** How often a worker thread checks the published server state when no connection asks (a server down closes its connections within this). */
+const FOLLOW_EVERY_MS = 100;
+
 export interface PlaneEnv {
   readonly memory: SharedMemory;
   readonly logger: Logger;
@@ -52,6 +55,8 @@ export class DataPlane {
   /** Listeners a reload removed: no longer accepting, their connections finishing. */
   readonly #retired = new Set<Listener>();
   #destroying: Promise<void> | undefined;
+  /** A worker thread looks at the published server state this often, besides at every pick. */
+  #followTimer: NodeJS.Timeout | undefined;
 
   constructor(plan: Plan, env: PlaneEnv) {
     this.#env = env;
@@ -96,6 +101,12 @@ export class DataPlane {
       await Promise.all(this.#listeners.map((l) => l.destroy()));
       throw err;
     }
+    if (!this.owner) this.#followTimer = setInterval(() => this.#follow(), FOLLOW_EVERY_MS);
+  }
+
+  /** Take the server state the main thread published (health flips close connections with on_server_down: close). */
+  #follow(): void {
+    for (const p of this.#pools.values()) p.sync();
   }
 
   /**
@@ -205,6 +216,8 @@ export class DataPlane {
   /** Close everything this thread opened, now. Idempotent. */
   destroy(): Promise<void> {
     this.#destroying ??= (async () => {
+      clearInterval(this.#followTimer);
+      this.#followTimer = undefined;
       await Promise.all([...this.#listeners, ...this.#retired].map((l) => l.destroy()));
       for (const p of this.#pools.values()) p.close();
     })();
