@@ -301,3 +301,28 @@ t.test('l4lb run with 2 workers: every stdout line is one whole JSON line', asyn
   t.notOk(child.lines.some((l) => 'raw' in l), 'no line that is not JSON');
   t.equal(new Set(child.lines.filter((l) => l.msg === 'connection').map((l) => l.client)).size, 300, '300 distinct connections logged once each');
 });
+
+t.test('bin/l4lb (the Node it brings, its V8 flags) starts 2 workers that both serve', async (t) => {
+  const backend = await backendFor(t, echoBackend());
+  const { file, cleanup } = writeConfig({
+    workers: WORKERS,
+    admin: { listen: '127.0.0.1:0' },
+    log: { level: 'info', access: false },
+    listeners: [{ name: 'front', bind: '127.0.0.1:0', pool: 'p' }],
+    pools: [{ name: 'p', health: { interval: '1h' }, servers: [{ address: backend.address }] }],
+  });
+  t.teardown(cleanup);
+  const child = await startCli(file, [], process.env, { launcher: true });
+  t.teardown(() => child.kill());
+  t.match(child.lines.find((l) => l.msg === 'listening'), { listener: 'front', threads: WORKERS });
+  for (let i = 0; i < 40; i++) {
+    const c = await connect(child.port('front'));
+    c.write('z\n');
+    t.equal(await readLine(c), 'z');
+    c.destroy();
+  }
+  const admin = Number(child.lines.find((l) => l.msg === 'admin listening')?.port);
+  const status = (await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as { workers: number; listeners: Array<{ accepted: number }> };
+  t.equal(status.workers, WORKERS, '/status says 2 workers');
+  t.equal(status.listeners[0]!.accepted, 40, 'all 40 counted, whichever thread took them');
+});

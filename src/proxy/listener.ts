@@ -108,8 +108,8 @@ export class Listener {
       // The client is read only once its backend is connected.
       pauseOnConnect: true,
       noDelay: true,
-      keepAlive: true,
-      keepAliveInitialDelay: 60_000,
+      // TCP keep-alive is set later, on connections that last (see Session.checkIdle): four
+      // setsockopt calls per socket are a tenth of a short connection's cost.
     });
     this.#server.on('connection', this.#onConnection);
     this.#server.on('error', (err) => {

@@ -25,12 +25,12 @@ import type { FdBudget } from '../net/fd-budget.js';
 import type { Pool, Server, ServerLease } from '../pool.js';
 import { backendConnectOptions } from '../tls/backend.js';
 
-/** TCP keep-alive probes start after this much silence (dead peers behind NAT are found eventually). */
-export const KEEPALIVE_DELAY_MS = 60_000;
-
 export interface UpstreamOwner {
-  /** Connected (and TLS done, when the pool re-encrypts): the backend socket and the lease are the owner's now. */
-  upstreamReady(backend: net.Socket, lease: ServerLease): void;
+  /**
+   * Connected (and TLS done, when the pool re-encrypts): the backend socket
+   * (`raw`: its TCP socket, the same unless TLS) and the lease are the owner's now.
+   */
+  upstreamReady(backend: net.Socket, raw: net.Socket, lease: ServerLease): void;
   /**
    * No server could be reached: the last failure (NoServerError when none
    * could be picked), or null when the client's addresses vanished mid-connect
@@ -51,6 +51,8 @@ export class Upstream {
   #tried: Set<Server> | undefined;
   #attempts = 0;
   #socket: net.Socket | undefined;
+  /** The TCP socket of the attempt (under the TLS one, when the pool re-encrypts). */
+  #raw: net.Socket | undefined;
   #lease: ServerLease | undefined;
   #timer: NodeJS.Timeout | undefined;
   #lastFailure: L4lbError | undefined;
@@ -91,9 +93,8 @@ export class Upstream {
       port: server.address.port,
       allowHalfOpen: true,
       noDelay: true,
-      keepAlive: true,
-      keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
     });
+    this.#raw = socket;
     this.#socket = socket;
     socket.once('connect', this.#onConnect);
     socket.on('error', this.#onError);
@@ -132,7 +133,7 @@ export class Upstream {
     socket.removeListener('error', this.#onError);
     socket.removeListener('close', this.#onClose);
     this.#over = true;
-    this.#owner.upstreamReady(socket, this.#lease!);
+    this.#owner.upstreamReady(socket, this.#raw!, this.#lease!);
   };
 
   #onError = (err: NodeJS.ErrnoException): void => {

@@ -14,6 +14,9 @@ import { C_WORKER_RESTARTS, type SharedMemory } from '../shared/memory.js';
 import type { Plan } from './plan.js';
 import type { FromThread, ThreadData, ThreadError, ToThread } from './thread-messages.js';
 
+/** Node flags a worker thread takes over from the process (each in its `--flag=value` form). */
+const WORKER_FLAGS = /^--(import|require|loader|experimental-loader|enable-source-maps|conditions|no-warnings|no-deprecation)(=|$)/;
+
 /** A worker that does not answer a step within this long has failed it. */
 const STEP_TIMEOUT_MS = 30_000;
 /** Replacements of a thread that keeps dying at start are spaced out by this, at least. */
@@ -184,8 +187,10 @@ export class Workers {
     // Node runs the thread on the file next to this one (src/ under the tests' TypeScript loader, dist/ otherwise).
     const worker = new Worker(new URL(`./serving-thread${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url), {
       workerData: data,
-      // The process's node flags (heap size, loaders), but not those that only make sense for a main script.
-      execArgv: process.execArgv.filter((a) => !/^--(input-type|eval|print)\b|^-[ep]$/.test(a)),
+      // The process's module loaders and source maps (the tests' TypeScript hooks). Not the
+      // rest: V8 flags are the process's (a worker refuses them; their effect is shared
+      // anyway), and others only make sense for a main script.
+      execArgv: process.execArgv.filter((a) => WORKER_FLAGS.test(a)),
     });
     const t = new Thread(index, worker);
     this.#threads.set(index, t);

@@ -38,14 +38,18 @@ export async function startCli(
   file: string,
   args: string[] = [],
   env: NodeJS.ProcessEnv = process.env,
-  options: { untraced?: boolean; fdLimit?: number; onSpawn?: (proc: ChildProcess) => void } = {},
+  options: { untraced?: boolean; fdLimit?: number; launcher?: boolean; onSpawn?: (proc: ChildProcess) => void } = {},
 ): Promise<Child> {
   const argv = [BIN, 'run', '--config', file, ...args];
+  // launcher: bin/l4lb, as an operator and the systemd unit run it (the Node it brings, its V8 flags).
+  const launcher = join(ROOT, 'bin', 'l4lb');
   // untraced: started through env(1) with a clean environment, out of reach of
   // tap's process hooks (they write coverage data at exit, which a child that
   // dropped root privileges may not).
   // fdLimit: run under `ulimit -n` (soft and hard), as an operator's small limit would.
-  const proc = options.untraced
+  const proc = options.launcher
+    ? spawn(launcher, ['run', '--config', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+    : options.untraced
     ? spawn('env', ['-i', `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
     : options.fdLimit !== undefined
       ? spawn('bash', ['-c', `ulimit -n ${options.fdLimit} && exec "$0" "$@"`, process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env })
