@@ -113,7 +113,8 @@ export class Listener {
     });
     this.#server.on('connection', this.#onConnection);
     this.#server.on('error', (err) => {
-      // After listen succeeded, errors are accept failures: log, keep serving.
+      // A failed bind is start()'s to report; once listening, errors are accept failures: log, keep serving.
+      if (!this.#server.listening) return;
       this.#logger.error({ err: { code: (err as NodeJS.ErrnoException).code, message: err.message } }, 'accept error');
     });
   }
