@@ -27,6 +27,9 @@ export const ERROR_CODES = [
   'L4LB_UNTRUSTED_PROXY',
   'L4LB_TLS_HANDSHAKE',
   'L4LB_BACKEND_TLS',
+  'L4LB_TLS_REQUIRED',
+  'L4LB_POSTGRES_PROTOCOL',
+  'L4LB_CLIENT_SILENT',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -141,6 +144,40 @@ export class BackendTlsError extends L4lbError {
   constructor(address: string, cause: unknown) {
     super('L4LB_BACKEND_TLS', `TLS to ${address} failed: ${describe(cause)}`, { cause });
     this.reason = `tls ${errnoOrMessage(cause)}`;
+  }
+}
+
+/**
+ * A PostgreSQL client began in plaintext (a StartupMessage) on a listener
+ * that terminates or passes TLS: it was told so in an ErrorResponse.
+ */
+export class TlsRequiredError extends L4lbError {
+  readonly reason: string;
+  constructor() {
+    super('L4LB_TLS_REQUIRED', 'the client sent a StartupMessage without TLS; the listener requires TLS');
+    this.reason = 'StartupMessage without SSLRequest (sslmode=disable?)';
+  }
+}
+
+/**
+ * A PostgreSQL client's opening was not one a server accepts (length out
+ * of bounds, bytes after an SSLRequest before its answer, a cancel of the
+ * wrong size): `what` says which.
+ */
+export class PostgresProtocolError extends L4lbError {
+  readonly reason: string;
+  constructor(what: string) {
+    super('L4LB_POSTGRES_PROTOCOL', `PostgreSQL opening refused: ${what}`);
+    this.reason = `postgres ${what}`;
+  }
+}
+
+/** A client that must speak first (PostgreSQL) sent nothing within the handshake timeout. */
+export class ClientSilentError extends L4lbError {
+  readonly reason: string;
+  constructor(timeout: string) {
+    super('L4LB_CLIENT_SILENT', `the client sent nothing within ${timeout}`);
+    this.reason = `nothing received within ${timeout}`;
   }
 }
 

@@ -148,6 +148,7 @@ export function listenerTlsSummary(t: ListenerJson['tls'] | undefined): string {
 /** `listeners[]` (bind and tls are compared on their own). */
 export const LISTENER_FIELDS: readonly Field<ListenerJson>[] = [
   { key: 'pool', get: (l) => l.pool },
+  { key: 'protocol', get: (l) => l.protocol },
   { key: 'timeouts.idle', get: (l) => l.timeouts?.idleMs, show: duration },
   { key: 'timeouts.handshake', get: (l) => l.timeouts?.handshakeMs, show: duration },
   { key: 'accept_proxy', get: (l) => l.acceptProxy },
@@ -192,7 +193,22 @@ export const POOL_FIELDS: readonly Field<PoolJson>[] = [
   { key: 'health.fall', get: (p) => p.health?.fall },
   { key: 'health.send', get: (p) => p.health?.send, show: formatBytes },
   { key: 'health.expect', get: (p) => p.health?.expect, show: formatBytes },
+  { key: 'health.kind', get: (p) => p.health?.kind },
+  { key: 'health.port', get: (p) => p.health?.port, show: known((port: number | null) => (port === null ? "the server's" : String(port))) },
+  { key: 'health.http', get: (p) => p.health?.http, show: known(formatHttpProbe) },
+  { key: 'health.postgres', get: (p) => p.health?.postgres, show: known(formatPostgresProbe) },
 ];
+
+/** `GET /primary [200]`, with the Host header when one is set; `none` for another kind. */
+function formatHttpProbe(h: NonNullable<PoolJson['health']['http']> | null): string {
+  if (h === null) return 'none';
+  return `${h.method} ${h.path} [${h.expectStatus.join(', ')}]${h.host === null ? '' : ` Host: ${h.host}`}`;
+}
+
+/** `user l4lb_probe, database l4lb_probe`; `none` for another kind. */
+function formatPostgresProbe(p: NonNullable<PoolJson['health']['postgres']> | null): string {
+  return p === null ? 'none' : `user ${p.user}, database ${p.database}`;
+}
 
 /** `pools[].servers[]`. */
 export const SERVER_FIELDS: readonly Field<ServerJson>[] = [

@@ -12,7 +12,13 @@ export const BALANCES = ['least_conn', 'source_hash', 'round_robin', 'random_two
 export const ON_SERVER_DOWN = ['keep', 'close'] as const;
 /** `pools[].proxy_protocol`. */
 export const PROXY_PROTOCOL_VERSIONS = ['off', 'v1', 'v2'] as const;
+/** `pools[].health.kind`: the probes l4lb has (the design's tls, mysql and redis come later). */
+export const HEALTH_KINDS = ['tcp', 'http', 'postgres'] as const;
+/** `pools[].health.http.method`: requests without a body, that change nothing on the server. */
+export const HEALTH_HTTP_METHODS = ['GET', 'HEAD', 'OPTIONS'] as const;
 /** `listeners[].tls.mode`. */
 export const TLS_MODES = ['terminate', 'passthrough'] as const;
+/** `listeners[].protocol`: what the listener understands before it splices. */
+export const LISTENER_PROTOCOLS = ['tcp', 'postgres'] as const;
 /** `listeners[].tls.min_version`, in Node's spelling. */
 export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;

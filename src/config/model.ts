@@ -4,7 +4,7 @@
  * All durations are milliseconds; all addresses are resolved IP endpoints.
  */
 
-import type { BALANCES, LOG_LEVELS, ON_SERVER_DOWN, PROXY_PROTOCOL_VERSIONS, TLS_MODES, TLS_VERSIONS } from './enums.js';
+import type { BALANCES, HEALTH_HTTP_METHODS, HEALTH_KINDS, LISTENER_PROTOCOLS, LOG_LEVELS, ON_SERVER_DOWN, PROXY_PROTOCOL_VERSIONS, TLS_MODES, TLS_VERSIONS } from './enums.js';
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export type Balance = (typeof BALANCES)[number];
@@ -32,10 +32,35 @@ export interface HealthModel {
   readonly rise: number;
   /** Consecutive failures that mark an up server down. */
   readonly fall: number;
-  /** Payload sent after connect; null = plain TCP connect check. */
+  /** How a server is probed. */
+  readonly kind: HealthKind;
+  /** Probe this port of each server instead of its own (Patroni's REST API); null = the server's port. */
+  readonly port: number | null;
+  /** kind tcp: payload sent after connect; null = plain TCP connect check. */
   readonly send: Buffer | null;
-  /** The reply must start with these bytes; null = connect is enough. */
+  /** kind tcp: the reply must start with these bytes; null = connect is enough. */
   readonly expect: Buffer | null;
+  /** kind http: the request and the statuses that mean up; null for other kinds. */
+  readonly http: HealthHttpModel | null;
+  /** kind postgres: whom the StartupMessage names; null for other kinds. */
+  readonly postgres: HealthPostgresModel | null;
+}
+
+export type HealthKind = (typeof HEALTH_KINDS)[number];
+
+export interface HealthHttpModel {
+  readonly method: (typeof HEALTH_HTTP_METHODS)[number];
+  /** Starts with "/"; printable ASCII without spaces. */
+  readonly path: string;
+  /** Statuses that mean up. */
+  readonly expectStatus: readonly number[];
+  /** The Host header; null = the server's host as written in its address. */
+  readonly host: string | null;
+}
+
+export interface HealthPostgresModel {
+  readonly user: string;
+  readonly database: string;
 }
 
 export type OnServerDown = (typeof ON_SERVER_DOWN)[number];
@@ -62,6 +87,9 @@ export type ProxyProtocolVersion = (typeof PROXY_PROTOCOL_VERSIONS)[number];
 export type TlsVersion = (typeof TLS_VERSIONS)[number];
 
 export type TlsMode = (typeof TLS_MODES)[number];
+
+/** `tcp`: bytes from the first; `postgres`: SSLRequest, GSSENCRequest and CancelRequest are understood (src/protocols/postgres). */
+export type ListenerProtocol = (typeof LISTENER_PROTOCOLS)[number];
 
 /** TLS on a listener: terminated here, or passed through after reading the ClientHello's SNI. */
 export interface ListenerTlsModel {
@@ -105,6 +133,7 @@ export interface ListenerModel {
   readonly name: string;
   readonly bind: Endpoint;
   readonly pool: string;
+  readonly protocol: ListenerProtocol;
   readonly timeouts: { readonly idleMs: number; readonly handshakeMs: number };
   /** Every connection must start with a PROXY v1/v2 header from an upstream balancer. */
   readonly acceptProxy: boolean;

@@ -27,6 +27,7 @@ import { listenFds } from '../runtime/systemd.js';
 import { SniRouter } from '../tls/sni-routes.js';
 import type { TicketKeys } from '../tls/ticket-keys.js';
 import { frontStages } from './front/index.js';
+import { CancelKeyTable } from '../protocols/postgres/cancel-keys.js';
 import { LineLimiter } from './line-limiter.js';
 import { ListenerTls } from './listener-tls.js';
 import { Session, type SessionContext } from './session.js';
@@ -242,10 +243,14 @@ export class Listener {
       deny: model.deny.length > 0 ? new CidrList(model.deny) : null,
       perSource,
       terminator,
+      poolSpeaksTls: (pools.get(model.pool)?.model.tls ?? null) !== null,
     });
+    const reachable = [...new Set([model.pool, ...model.routes.map((r) => r.pool)])].map((name) => pools.get(name)!);
     return {
       listener: model,
       pool: pools.get(model.pool)!,
+      pools: reachable,
+      cancelKeys: model.protocol === 'postgres' ? new CancelKeyTable(this.#memory.handles().cancelKeys, this.#memory.thread) : null,
       router: model.routes.length > 0 ? new SniRouter(model.routes.map((r) => ({ sni: r.sni, target: pools.get(r.pool)! }))) : null,
       front,
       perSource,

@@ -3,10 +3,13 @@
  * and every timer; whatever happens first, teardown runs exactly once and
  * writes one access log line.
  *
- * Path, one line: front (PROXY header in → ACL/limits → TLS handshake or
- * ClientHello peek; see front/) → route (SNI) → upstream (pick, connect,
- * retry, PROXY header out, TLS to the server; see upstream.ts) → splice →
- * finish. The phase is stored, never inferred.
+ * Path, one line: front (PROXY header in → ACL/limits → a protocol's
+ * opening → TLS handshake or ClientHello peek; see front/) → route (SNI) →
+ * upstream (pick, connect, retry, PROXY header out, TLS to the server; see
+ * upstream.ts) → splice → finish. The phase is stored, never inferred. A
+ * PostgreSQL CancelRequest leaves the line after the front: it is delivered
+ * to the server that issued its key (src/protocols/postgres) and the
+ * connection ends as `cancel_forwarded`.
  *
  * The client is not read until its backend is connected (the listener
  * accepts with pauseOnConnect), except for what a front stage must read, so
@@ -16,10 +19,10 @@
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { ListenerModel } from '../config/model.js';
-import { LocalResourceError, reasonOf, type L4lbError } from '../errors.js';
+import { ConnectFailedError, LocalResourceError, NoServerError, reasonOf, type L4lbError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FdBudget } from '../net/fd-budget.js';
-import type { Pool, ServerConnection, ServerLease } from '../pool.js';
+import type { Pool, Server, ServerConnection, ServerLease } from '../pool.js';
 import type { SharedPerSourceTable as PerSourceTable } from '../protect/shared-per-source.js';
 import type { SniRouter } from '../tls/sni-routes.js';
 import { formatEndpoint } from '../config/address.js';
@@ -31,6 +34,10 @@ import type { LineLimiter } from './line-limiter.js';
 import type { ListenerStats, PairCounters } from './stats.js';
 import { terminationOf, type Termination } from './termination.js';
 import { Upstream, type UpstreamOwner } from './upstream.js';
+import { BackendKeyReader } from '../protocols/postgres/backend-keys.js';
+import { CancelForwarder, type CancelOutcome, type CancelTarget } from '../protocols/postgres/cancel-forward.js';
+import type { CancelKeyTable } from '../protocols/postgres/cancel-keys.js';
+import { cancelRequest, type CancelKey } from '../protocols/postgres/messages.js';
 
 /** What every session of one listener shares (rebuilt on reload; a session keeps the one it started with). */
 export interface SessionContext {
@@ -39,6 +46,10 @@ export interface SessionContext {
   readonly pool: Pool;
   /** SNI routes to pools; null when the listener has none. */
   readonly router: SniRouter<Pool> | null;
+  /** Every pool the listener can send to (its own first): where a PostgreSQL cancel may have to go. */
+  readonly pools: readonly Pool[];
+  /** protocol postgres: the cancel keys of live sessions, shared by every thread; null otherwise. */
+  readonly cancelKeys: CancelKeyTable | null;
   /** What runs before routing, in order (see front/). */
   readonly front: readonly FrontStage[];
   /** Per client IP limits: the front's admit stage takes a slot, the session gives it back. */
@@ -83,6 +94,14 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
   #phase = Phase.Front;
   #pool: Pool;
   #upstream: Upstream | undefined;
+  /** A PostgreSQL CancelRequest being delivered (instead of an upstream). */
+  #cancel: CancelForwarder | undefined;
+  /** The server a cancel went to, when it was one (for the access line). */
+  #cancelServer: string | null = null;
+  /** Reads the PostgreSQL server's BackendKeyData as it passes (until found). */
+  #keyReader: BackendKeyReader | undefined;
+  /** This session's entry in the cancel-key table; -1: none. */
+  #keyEntry = -1;
   #backend: net.Socket | undefined;
   /** The backend's TCP socket (under the TLS one when the pool re-encrypts). */
   #backendRaw: net.Socket | undefined;
@@ -194,6 +213,8 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
   frontDone(): void {
     const front = this.#front;
     const client = front.client;
+    const cancel = front.postgres?.cancel;
+    if (cancel != null) return this.#forwardCancel(cancel);
     // From here the session listens to the client it will splice (raw, or TLS over it, which owns the raw one).
     client.on('error', this.#onClientError);
     client.on('end', this.#onClientEnd);
@@ -205,8 +226,65 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     const router = this.#ctx.router;
     if (router !== null) this.#pool = router.match(front.sni) ?? this.#ctx.pool;
     const pool = this.#pool;
-    this.#upstream = new Upstream(pool, front.clientIp, this.#ctx.fds, () => outgoingHeader(pool.model.proxyProtocol, front), this);
+    const pg = front.postgres;
+    // PostgreSQL: TLS the client began with l4lb's `S` (passthrough) or that l4lb speaks to the server needs the server's `S` too.
+    const sslRequest = pg !== null && this.#ctx.listener.tls !== null && (this.#ctx.listener.tls.mode === 'passthrough' || pool.model.tls !== null);
+    this.#upstream = new Upstream(pool, front.clientIp, this.#ctx.fds, () => outgoingHeader(pool.model.proxyProtocol, front), this, sslRequest);
     this.#upstream.start();
+  }
+
+  /**
+   * A PostgreSQL CancelRequest: to the server that issued the key, or to
+   * every up server the listener reaches when the key was never seen here
+   * (TLS passed through). The client gets no reply; it is closed once the
+   * servers have closed, as a server would close it.
+   */
+  #forwardCancel(key: CancelKey): void {
+    this.#phase = Phase.Connecting;
+    const ctx = this.#ctx;
+    const front = this.#front;
+    front.client.on('error', this.#onClientError);
+    if (front.client !== front.raw) {
+      front.raw.removeListener('close', this.#onClientClose);
+      front.client.on('close', this.#onClientClose);
+    }
+    const slot = ctx.cancelKeys?.find(key) ?? -1;
+    let servers: Array<{ server: Server; pool: Pool }> = [];
+    for (const pool of ctx.pools) {
+      pool.sync();
+      for (const server of pool.servers) {
+        if (slot >= 0 ? server.slot === slot : server.up && !servers.some((s) => s.server.address.text === server.address.text)) servers.push({ server, pool });
+      }
+    }
+    if (slot >= 0 && servers.length > 1) servers = servers.slice(0, 1);
+    const known = slot >= 0 && servers.length === 1;
+    if (known) {
+      this.#pool = servers[0]!.pool;
+      this.#cancelServer = servers[0]!.server.name;
+    }
+    const targets: CancelTarget[] = [];
+    for (const { server, pool } of servers) {
+      let header: Buffer | null;
+      try {
+        header = outgoingHeader(pool.model.proxyProtocol, front);
+      } catch {
+        return this.#end('client_close');
+      }
+      targets.push({ server, header, timeoutMs: pool.model.timeouts.connectMs });
+    }
+    if (targets.length === 0) return this.#fail(new NoServerError(this.#pool.name));
+    this.#cancel = new CancelForwarder(cancelRequest(key), ctx.fds, (outcome) => this.#cancelDelivered(outcome, known, targets.length));
+    this.#cancel.start(targets);
+  }
+
+  #cancelDelivered(outcome: CancelOutcome, known: boolean, targets: number): void {
+    this.#cancel = undefined;
+    if (outcome.delivered === 0) {
+      return this.#fail(new ConnectFailedError(known ? this.#cancelServer! : `${targets} servers`, new Error(`cancel not delivered: ${outcome.failures.join('; ')}`)));
+    }
+    const failed = outcome.failures.length > 0 ? `; not delivered to ${outcome.failures.join('; ')}` : '';
+    this.#reason = known ? `cancel sent to the session's server${failed}` : `key not seen here: cancel sent to ${outcome.delivered} of ${targets} up servers${failed}`;
+    this.#end('cancel_forwarded');
   }
 
   upstreamFailed(err: L4lbError | null): void {
@@ -226,11 +304,36 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     backend.on('close', this.#onBackendClose);
     this.#connectMs = Math.round(performance.now() - this.#startedAt);
     lease.connected(this);
+    this.#watchForCancelKey(backend);
     this.#counters = this.#ctx.stats.for(lease.server);
     this.#counters.connected();
     if (this.#clientClosed) return this.#end('client_close');
     this.#splice(backend);
   }
+
+  /**
+   * PostgreSQL: read the server's BackendKeyData as it passes, so a later
+   * CancelRequest can be sent to this server. Not when the bytes are
+   * encrypted end to end (passthrough, or a plain listener's client that
+   * asked the server for TLS itself).
+   */
+  #watchForCancelKey(backend: net.Socket): void {
+    const pg = this.#front.postgres;
+    const table = this.#ctx.cancelKeys;
+    if (pg === null || table === null || this.#ctx.listener.tls?.mode === 'passthrough' || pg.opening === 'direct_tls') return;
+    if (this.#lease!.server.slot < 0) return;
+    const plain = this.#ctx.listener.tls === null;
+    this.#keyReader = new BackendKeyReader(plain && (pg.opening === 'ssl' || pg.opening === 'gssenc'));
+    backend.on('data', this.#onBackendKeyData);
+  }
+
+  #onBackendKeyData = (chunk: Buffer): void => {
+    const scan = this.#keyReader!.push(chunk);
+    if (scan.state === 'more') return;
+    this.#backend!.removeListener('data', this.#onBackendKeyData);
+    this.#keyReader = undefined;
+    if (scan.key !== null && this.#phase === Phase.Spliced) this.#keyEntry = this.#ctx.cancelKeys!.add(scan.key, this.#lease!.server.slot);
+  };
 
   // ---- splice -------------------------------------------------------------------
 
@@ -266,6 +369,8 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
 
   #onClientClose = (hadError: boolean): void => {
     this.#clientClosed = true;
+    // A cancel is delivered even when its client does not wait for it.
+    if (this.#cancel !== undefined) return;
     // In the front, the running stage says how it ended (a TLS refusal of a
     // client certificate closes the socket before the reason arrives).
     if (this.#phase === Phase.Front) return;
@@ -310,6 +415,7 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     this.#phase = Phase.Ending;
     this.#front.stop();
     this.#upstream?.abort();
+    this.#cancel?.abort();
     const front = this.#front;
     front.client.destroy();
     if (front.client !== front.raw) front.raw.destroy();
@@ -322,6 +428,7 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     this.#phase = Phase.Closed;
     this.#lease?.release();
     const ctx = this.#ctx;
+    if (this.#keyEntry >= 0) ctx.cancelKeys!.remove(this.#keyEntry);
     const front = this.#front;
     const client = front.client;
     const termination = this.#termination ?? 'client_close';
@@ -355,6 +462,6 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
 
   /** The server the connection reached; null when none was. */
   #serverName(): string | null {
-    return this.#lease?.server.name ?? null;
+    return this.#lease?.server.name ?? this.#cancelServer;
   }
 }

@@ -28,7 +28,7 @@ import { TERMINATIONS, type Termination } from './termination.js';
  * l4lb_rejected_connections_total, every one exported (at 0 too), so
  * dashboards and alerts see the series before the first rejection.
  */
-export const REJECT_REASONS = ['acl', 'limit', 'proxy_header', 'tls', 'no_server', 'local'] as const;
+export const REJECT_REASONS = ['acl', 'limit', 'proxy_header', 'tls', 'tls_required', 'no_server', 'local'] as const;
 
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
@@ -38,6 +38,7 @@ export const REJECT_REASON_OF: Partial<Readonly<Record<Termination, RejectReason
   rejected_limit: 'limit',
   proxy_header_error: 'proxy_header',
   tls_error: 'tls',
+  tls_required: 'tls_required',
   no_server: 'no_server',
   local_error: 'local',
 };

@@ -19,6 +19,8 @@ export const TERMINATIONS = [
   'proxy_header_error',
   'shutdown',
   'local_error',
+  'tls_required',
+  'cancel_forwarded',
 ] as const;
 
 export type Termination = (typeof TERMINATIONS)[number];
@@ -36,6 +38,10 @@ const TERMINATION_OF_CODE: Partial<Readonly<Record<ErrorCode, Termination>>> = {
   L4LB_CONNECT_TIMEOUT: 'connect_failed',
   L4LB_BACKEND_TLS: 'connect_failed',
   L4LB_LOCAL_RESOURCE: 'local_error',
+  L4LB_TLS_REQUIRED: 'tls_required',
+  // A TLS listener expected SSLRequest or a ClientHello: a failed TLS opening.
+  L4LB_POSTGRES_PROTOCOL: 'tls_error',
+  L4LB_CLIENT_SILENT: 'idle_timeout',
 };
 
 /** The codes that end a connection, each with its termination (for documentation and tests). */

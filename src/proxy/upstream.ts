@@ -2,7 +2,7 @@
  * The way to a server for one connection: pick (skipping servers already
  * tried), connect under the pool's connect timeout, retry another server on
  * failure, send the PROXY header first, then TLS to the server when the pool
- * says so. The upstream owns each backend socket and the server lease until
+ * says so (a PostgreSQL server first gets an SSLRequest and must answer `S`). The upstream owns each backend socket and the server lease until
  * it hands both to its owner on success; on failure it has closed them.
  *
  * Failures are typed: a server's own failure (refused, reset, timeout, TLS)
@@ -24,6 +24,7 @@ import {
 import type { FdBudget } from '../net/fd-budget.js';
 import type { Pool, Server, ServerLease } from '../pool.js';
 import { backendConnectOptions } from '../tls/backend.js';
+import { ANSWER_NO, ANSWER_YES_SSL, SSL_REQUEST } from '../protocols/postgres/messages.js';
 
 export interface UpstreamOwner {
   /**
@@ -48,6 +49,8 @@ export class Upstream {
   /** The PROXY header to send first, built when the socket connects (null: none). */
   readonly #header: () => Buffer | null;
   readonly #owner: UpstreamOwner;
+  /** PostgreSQL: ask the server for TLS (SSLRequest, answer `S`) before TLS or the client's ClientHello. */
+  readonly #sslRequest: boolean;
   #tried: Set<Server> | undefined;
   #attempts = 0;
   #socket: net.Socket | undefined;
@@ -58,7 +61,8 @@ export class Upstream {
   #lastFailure: L4lbError | undefined;
   #over = false;
 
-  constructor(pool: Pool, key: string, fds: FdBudget, header: () => Buffer | null, owner: UpstreamOwner) {
+  constructor(pool: Pool, key: string, fds: FdBudget, header: () => Buffer | null, owner: UpstreamOwner, sslRequest = false) {
+    this.#sslRequest = sslRequest;
     this.#pool = pool;
     this.#key = key;
     this.#fds = fds;
@@ -113,6 +117,33 @@ export class Upstream {
       return this.#fail(null);
     }
     if (header !== null) raw.write(header);
+    if (this.#sslRequest) {
+      raw.write(SSL_REQUEST);
+      raw.on('data', this.#onSslAnswer);
+      return;
+    }
+    this.#secure();
+  };
+
+  /** The server's one-byte answer to SSLRequest: `S` and nothing more, or this server cannot be used. */
+  #onSslAnswer = (chunk: Buffer): void => {
+    const raw = this.#socket!;
+    raw.removeListener('data', this.#onSslAnswer);
+    // Nothing more is read until TLS or the splice takes the socket.
+    raw.pause();
+    if (chunk[0] === ANSWER_YES_SSL && chunk.length === 1) return this.#secure();
+    const why =
+      chunk[0] === ANSWER_NO
+        ? 'the server answered N to SSLRequest: it does not accept TLS (ssl = off?)'
+        : chunk[0] === ANSWER_YES_SSL
+          ? 'the server sent bytes after its S, before the TLS handshake'
+          : `the server answered 0x${chunk[0]!.toString(16)} to SSLRequest`;
+    this.#failed(new BackendTlsError(this.#lease!.server.address.text, new Error(why)));
+  };
+
+  /** TLS to the server when the pool says so, else ready. */
+  #secure(): void {
+    const raw = this.#socket!;
     const options = this.#pool.tlsOptions;
     if (options === null) return this.#ready();
     raw.removeListener('error', this.#onError);
@@ -124,7 +155,7 @@ export class Upstream {
     secure.once('secureConnect', this.#ready);
     secure.on('error', this.#onError);
     secure.on('close', this.#onClose);
-  };
+  }
 
   #ready = (): void => {
     clearTimeout(this.#timer);

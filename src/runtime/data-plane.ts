@@ -17,6 +17,7 @@ import { Pool } from '../pool.js';
 import { Listener } from '../proxy/listener.js';
 import { PlannedPairSlots } from '../proxy/stats.js';
 import type { SharedMemory } from '../shared/memory.js';
+import { CancelKeyTable } from '../protocols/postgres/cancel-keys.js';
 import type { Plan } from './plan.js';
 
 /** What a reload changed, for the log line and the caller. */
@@ -194,8 +195,9 @@ export class DataPlane {
     return out;
   }
 
-  /** A serving thread died: give back in every per-source table what it held. */
+  /** A serving thread died: give back in every per-source table what it held, and forget its sessions' cancel keys. */
   async releaseThread(thread: number): Promise<void> {
+    new CancelKeyTable(this.#env.memory.handles().cancelKeys, 0).releaseThread(thread);
     const tables = new Set([...this.#listeners, ...this.#retired].map((l) => l.perSource).filter((t) => t !== null));
     await Promise.all([...tables].map((t) => t.releaseWorker(thread)));
   }

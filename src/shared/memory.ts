@@ -60,6 +60,9 @@ const CONTROL_WORDS = 8;
 /** Per listener: ticket keys. [generation (int32), spare (int32), current (48 bytes), previous (48 bytes)]. */
 export const TICKET_STRIDE = 104;
 
+/** Bytes of the PostgreSQL cancel-key table: 65,536 entries of four Int32 words (untouched pages cost nothing). */
+export const CANCEL_KEY_BYTES = (1 << 16) * 4 * 4;
+
 /** How many slots the buffers start with, and the most they may grow to. */
 export interface Capacity {
   readonly servers: number;
@@ -83,6 +86,8 @@ export interface SharedHandles {
   readonly control: SharedArrayBuffer;
   readonly tickets: SharedArrayBuffer;
   readonly poolState: SharedArrayBuffer;
+  /** PostgreSQL cancel keys of live sessions (src/protocols/postgres/cancel-keys.ts); fixed size. */
+  readonly cancelKeys: SharedArrayBuffer;
 }
 
 function growable(bytes: number, maxBytes: number): SharedArrayBuffer {
@@ -137,6 +142,7 @@ export class SharedMemory {
       control: new SharedArrayBuffer(CONTROL_WORDS * 4),
       tickets: growable(capacity.listeners * TICKET_STRIDE, m.listeners * TICKET_STRIDE),
       poolState: growable(capacity.pools * POOL_STATE * 4, m.pools * POOL_STATE * 4),
+      cancelKeys: new SharedArrayBuffer(CANCEL_KEY_BYTES),
     };
     return new SharedMemory(handles, 0);
   }

@@ -59,9 +59,17 @@ const TERMINATE_ONLY = ['certs', 'alpn', 'client_ca', 'ciphers', 'strict_sni', '
 /**
  * Reads `value` (a listener's `tls`, at `path`); null for plain TCP. A
  * terminating listener's certificates are checked later by
- * {@link checkCertificates}: it is added to `terminating`.
+ * {@link checkCertificates}: it is added to `terminating`. `impliedAlpn`:
+ * protocols the listener's `protocol` offers by itself (postgres:
+ * `postgresql`, which PostgreSQL 17 clients require for direct TLS).
  */
-export function normaliseListenerTls(check: Check, path: string, value: unknown, terminating: TlsDraft<ListenerTlsModel>[]): ListenerTlsModel | null {
+export function normaliseListenerTls(
+  check: Check,
+  path: string,
+  value: unknown,
+  terminating: TlsDraft<ListenerTlsModel>[],
+  impliedAlpn: readonly string[] = [],
+): ListenerTlsModel | null {
   const o = asObject(value);
   if (!o) return null;
   // mode is required: without it (reported by the schema) the other keys are still checked as for terminate.
@@ -79,12 +87,14 @@ export function normaliseListenerTls(check: Check, path: string, value: unknown,
       if (o[k] !== undefined) check.add(`${path}.${k}`, 'has no effect with mode: passthrough (l4lb does not decrypt)');
     }
   }
+  const alpn = Array.isArray(o.alpn) ? o.alpn.filter((a): a is string => typeof a === 'string') : [];
+  for (const a of impliedAlpn) if (!alpn.includes(a)) alpn.push(a);
   const model: ListenerTlsModel = {
     mode,
     certs,
     minVersion: oneOf(o.min_version, TLS_VERSIONS, DEFAULTS.tlsMinVersion),
     ciphers: typeof o.ciphers === 'string' ? o.ciphers : null,
-    alpn: Array.isArray(o.alpn) ? o.alpn.filter((a): a is string => typeof a === 'string') : [],
+    alpn: mode === 'terminate' ? alpn : [],
     clientCa: check.readable(`${path}.client_ca`, o.client_ca),
     strictSni: boolOr(o.strict_sni, DEFAULTS.strictSni),
     sessionTickets: boolOr(o.session_tickets, DEFAULTS.sessionTickets),

@@ -3,7 +3,8 @@ import { DEFAULTS } from '../../defaults.js';
 import { DEFAULT_IPV6_PREFIX } from '../../protect/per-source.js';
 import { sniPatternProblem } from '../../tls/sni-routes.js';
 import type { ListenerModel, ListenerTlsModel, RouteModel } from '../model.js';
-import { cidrList, duration, flag, integer, kind, name, object, text, type JsonSchema } from '../schema-nodes.js';
+import { LISTENER_PROTOCOLS } from '../enums.js';
+import { cidrList, duration, flag, integer, kind, name, object, oneWordOf, text, type JsonSchema } from '../schema-nodes.js';
 import { show } from '../show.js';
 import { didYouMean } from '../suggest.js';
 import { UNRESOLVED, asObject, asString, boolOr, intOr, type Check, type Draft, type Obj, type TlsDraft } from './context.js';
@@ -27,6 +28,13 @@ export const listenerSchema = object(
       maxLength: 300,
     }),
     pool: name('Name of the pool that receives this listener\'s connections.'),
+    protocol: oneWordOf(
+      'What the listener understands before it splices. tcp: nothing, bytes flow from the first. postgres: PostgreSQL\'s ' +
+        'SSLRequest and GSSENCRequest are answered before TLS (so tls terminate and passthrough work with PostgreSQL clients, ' +
+        'direct TLS too), and a CancelRequest goes to the server of the session it cancels. Default: tcp.',
+      LISTENER_PROTOCOLS,
+      'tcp',
+    ),
     accept_proxy: flag(
       'Every connection must begin with a PROXY protocol v1 or v2 header from an upstream balancer (cloud NLB, HAProxy); ' +
         'its client address is then used everywhere. Connections without a valid header are closed. Needs trusted_proxies.',
@@ -113,6 +121,7 @@ export function normaliseListeners(check: Check, value: unknown, pools: Readonly
         name: listenerName ?? '',
         bind: UNRESOLVED,
         pool: pool ?? '',
+        protocol: o.protocol === 'postgres' ? 'postgres' : 'tcp',
         timeouts: {
           idleMs: check.timeout(`${path}.timeouts.idle`, t.idle, DEFAULTS.idleTimeoutMs),
           handshakeMs: check.timeout(`${path}.timeouts.handshake`, t.handshake, DEFAULTS.handshakeTimeoutMs),
@@ -128,7 +137,7 @@ export function normaliseListeners(check: Check, value: unknown, pools: Readonly
           connectRate: intOr(perSource?.connect_rate, 0),
           ipv6Prefix: intOr(perSource?.ipv6_prefix, DEFAULT_IPV6_PREFIX),
         },
-        tls: normaliseListenerTls(check, `${path}.tls`, o.tls, terminating),
+        tls: normaliseListenerTls(check, `${path}.tls`, o.tls, terminating, o.protocol === 'postgres' ? ['postgresql'] : []),
         routes: normaliseRoutes(check, `${path}.routes`, o.routes, o.tls !== undefined, pools),
         systemdSocket: null,
       },

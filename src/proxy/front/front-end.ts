@@ -31,6 +31,7 @@ export class FrontEnd implements FrontState, StageDone {
   hello: FrontState['hello'] = null;
   tls: FrontState['tls'] = null;
   admittedIp: string | undefined = undefined;
+  postgres: FrontState['postgres'] = null;
   readonly #stages: readonly FrontStage[];
   readonly #owner: FrontOwner;
   #index = -1;
@@ -84,6 +85,12 @@ export class FrontEnd implements FrontState, StageDone {
     const stop = stage.run(this, this);
     // A stage that decided at once has already moved on (or failed): its stop is no longer ours to keep.
     if (this.#index === index && !this.#over) this.#stop = stop;
+  }
+
+  finish(): void {
+    if (this.#over) return;
+    this.#index = this.#stages.length - 1;
+    this.next();
   }
 
   fail(err: L4lbError): void {

@@ -1,12 +1,16 @@
 /**
  * A listener's front stages, in the order a connection meets them: PROXY
- * header in, admission (access lists, per-source limits), then TLS: the
- * handshake (terminate) or the ClientHello peek (passthrough).
+ * header in, admission (access lists, per-source limits), a protocol's own
+ * opening (PostgreSQL: SSLRequest, CancelRequest), then TLS: the handshake
+ * (terminate) or the ClientHello peek (passthrough), and for PostgreSQL the
+ * first packet inside the terminated TLS (a cancel may come that way).
  */
 import type { ListenerModel } from '../../config/model.js';
 import type { CidrList } from '../../net/cidr.js';
 import type { SharedPerSourceTable as PerSourceTable } from '../../protect/shared-per-source.js';
 import type { TlsTerminator } from '../../tls/terminator.js';
+import { PostgresOpeningStage } from '../../protocols/postgres/opening-stage.js';
+import { PostgresTlsStartupStage } from '../../protocols/postgres/tls-startup-stage.js';
 import { AdmitStage } from './admit.js';
 import { ClientHelloStage } from './client-hello.js';
 import { ProxyHeaderStage } from './proxy-header.js';
@@ -24,6 +28,8 @@ export interface FrontParts {
   readonly perSource: PerSourceTable | null;
   /** tls.mode terminate: the handshake engine. */
   readonly terminator: TlsTerminator | null;
+  /** The listener's pool speaks TLS to its servers (a plain postgres listener then refuses client TLS itself). */
+  readonly poolSpeaksTls: boolean;
 }
 
 export function frontStages(model: ListenerModel, parts: FrontParts): FrontStage[] {
@@ -32,9 +38,15 @@ export function frontStages(model: ListenerModel, parts: FrontParts): FrontStage
   if (parts.allow !== null || parts.deny !== null || parts.perSource !== null) {
     stages.push(new AdmitStage(parts.allow, parts.deny, parts.perSource));
   }
+  const postgres = model.protocol === 'postgres';
+  if (postgres) {
+    const mode = model.tls?.mode ?? 'plain';
+    stages.push(new PostgresOpeningStage(mode, mode === 'plain' && parts.poolSpeaksTls));
+  }
   if (model.tls?.mode === 'terminate') {
     const terminator = parts.terminator!;
     stages.push(new ClientHelloStage(() => terminator.needsHello()), new TlsTerminateStage(terminator));
+    if (postgres) stages.push(new PostgresTlsStartupStage());
   } else if (model.tls?.mode === 'passthrough') {
     stages.push(new ClientHelloStage());
   }

@@ -11,6 +11,7 @@
  */
 import type net from 'node:net';
 import type { L4lbError } from '../../errors.js';
+import type { PostgresFront } from '../../protocols/postgres/messages.js';
 import type { ClientHelloInfo } from '../../tls/client-hello.js';
 import type { TlsDetails } from '../../tls/terminator.js';
 
@@ -35,12 +36,16 @@ export interface FrontState {
   tls: TlsDetails | null;
   /** The address a per-source slot was taken for, given back when the connection closes. */
   admittedIp: string | undefined;
+  /** protocol postgres: how the client opened (null on other listeners). */
+  postgres: PostgresFront | null;
 }
 
 /** How a stage ends. Exactly one of these is called, once. */
 export interface StageDone {
   /** Go on with the next stage (or route, after the last). */
   next(): void;
+  /** The front is complete without the stages left (a PostgreSQL CancelRequest needs no TLS): route now. */
+  finish(): void;
   /** The connection fails: the error's code picks the termination. */
   fail(err: L4lbError): void;
   /** The client went away (nothing to blame it for): `client_close`. */
