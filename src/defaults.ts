@@ -23,6 +23,15 @@ export const DEFAULTS = Object.freeze({
   healthRise: 2,
   /** HAProxy's `fall` default: one lost probe on a busy network does not take a server out. */
   healthFall: 3,
+  /** A TCP connect (with send/expect if given): works for any server. (The design's TLS default for TLS pools comes with TLS probes.) */
+  healthKind: 'tcp' as const,
+  /** GET, as Patroni's and most health endpoints expect. */
+  healthHttpMethod: 'GET' as const,
+  healthHttpPath: '/',
+  /** Only 200 means up: Patroni answers 503 on /primary of a replica, and a 3xx or 4xx is rarely a healthy endpoint. */
+  healthHttpExpectStatus: Object.freeze([200]) as readonly number[],
+  /** A role of its own, so the probes are easy to tell apart (and to grant nothing) in pg_hba.conf and the server's views. */
+  healthPostgresUser: 'l4lb_probe',
   /** Off, as in HAProxy: ramping up is a choice for servers with cold caches. */
   slowStartMs: 0,
   /** Keep: a server marked down by probes may still be serving its open connections fine. */

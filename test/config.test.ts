@@ -45,7 +45,7 @@ function base(): any {
 
 /** Pool fields the test configurations leave at their defaults. */
 const poolDefaults = {
-  health: { intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, send: null, expect: null },
+  health: { intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, kind: 'tcp', port: null, send: null, expect: null, http: null, postgres: null },
   slowStartMs: 0,
   onServerDown: 'keep',
   proxyProtocol: 'off',
@@ -54,6 +54,7 @@ const poolDefaults = {
 
 /** Listener fields the test configurations leave at their defaults. */
 const listenerDefaults = {
+  protocol: 'tcp',
   acceptProxy: false,
   trustedProxies: [],
   allow: [],
@@ -252,6 +253,29 @@ const oneProblem: [string, (c: any) => void, string, string][] = [
   ['ipv6_prefix 0', (c) => (c.listeners[0].per_source = { max_connections: 1, ipv6_prefix: 0 }), 'listeners[0].per_source.ipv6_prefix', 'expected an integer between 1 and 128, got 0'],
   ['ipv6_prefix 129', (c) => (c.listeners[0].per_source = { ipv6_prefix: 129 }), 'listeners[0].per_source.ipv6_prefix', 'expected an integer between 1 and 128, got 129'],
   ['ipv6_prefix as CIDR text', (c) => (c.listeners[0].per_source = { ipv6_prefix: '/64' }), 'listeners[0].per_source.ipv6_prefix', 'expected an integer between 1 and 128, got "/64"'],
+  ['health kind not available yet', (c) => (c.pools[0].health = { kind: 'tls', http: {} }), 'pools[0].health.kind', 'expected one of tcp, http, postgres, got "tls"'],
+  ['health port 0', (c) => (c.pools[0].health = { port: 0 }), 'pools[0].health.port', 'expected an integer between 1 and 65535, got 0'],
+  ['health.http without kind http', (c) => (c.pools[0].health = { http: { path: '/primary' } }), 'pools[0].health.http', 'only used with kind: http, but kind is tcp'],
+  ['health.postgres with kind http', (c) => (c.pools[0].health = { kind: 'http', postgres: {} }), 'pools[0].health.postgres', 'only used with kind: postgres, but kind is http'],
+  ['health.send with kind http', (c) => (c.pools[0].health = { kind: 'http', send: 'PING' }), 'pools[0].health.send', 'only used with kind: tcp; kind http sends its own request'],
+  ['health.expect with kind postgres', (c) => (c.pools[0].health = { kind: 'postgres', expect: 'R' }), 'pools[0].health.expect', 'only used with kind: tcp; kind postgres sends its own request'],
+  ['health.http.method POST', (c) => (c.pools[0].health = { kind: 'http', http: { method: 'POST' } }), 'pools[0].health.http.method', 'expected one of GET, HEAD, OPTIONS, got "POST"'],
+  [
+    'health.http.path without "/"',
+    (c) => (c.pools[0].health = { kind: 'http', http: { path: 'primary' } }),
+    'pools[0].health.http.path',
+    'expected a path starting with "/", in printable ASCII without spaces (percent-encode the rest), got "primary"',
+  ],
+  [
+    'health.http.path with a line break',
+    (c) => (c.pools[0].health = { kind: 'http', http: { path: '/a\r\nX-Evil: 1' } }),
+    'pools[0].health.http.path',
+    'expected a path starting with "/", in printable ASCII without spaces (percent-encode the rest), got "/a\\r\\nX-Evil: 1"',
+  ],
+  ['health.http.host with a space', (c) => (c.pools[0].health = { kind: 'http', http: { host: 'a b' } }), 'pools[0].health.http.host', 'expected a host name (and optional :port) in printable ASCII without spaces, got "a b"'],
+  ['health.http.expect_status 99', (c) => (c.pools[0].health = { kind: 'http', http: { expect_status: [200, 99] } }), 'pools[0].health.http.expect_status[1]', 'expected an integer between 100 and 599, got 99'],
+  ['health.http.expect_status empty', (c) => (c.pools[0].health = { kind: 'http', http: { expect_status: [] } }), 'pools[0].health.http.expect_status', 'expected at least one status code, got an empty list'],
+  ['health.postgres.user with a NUL', (c) => (c.pools[0].health = { kind: 'postgres', postgres: { user: 'a\u0000b' } }), 'pools[0].health.postgres.user', 'must not contain a NUL character'],
 ];
 
 t.test('each kind of problem is reported with its path and message', async (t) => {
@@ -557,6 +581,23 @@ t.test('health, slow_start, on_server_down, proxy_protocol and accept_proxy keys
   t.equal(p.slowStartMs, 30_000);
   t.equal(p.onServerDown, 'close');
   t.equal(p.proxyProtocol, 'v2');
+});
+
+t.test('health kinds: http and postgres settings reach the model with their defaults', async (t) => {
+  const raw = base();
+  raw.pools[0].health = { kind: 'http', port: 8008, http: { path: '/primary' } };
+  raw.pools[1].health = { kind: 'postgres' };
+  let model = await buildModel(raw);
+  t.match(model.pools[0]!.health, { kind: 'http', port: 8008, send: null, expect: null, postgres: null });
+  t.same(model.pools[0]!.health.http, { method: 'GET', path: '/primary', expectStatus: [200], host: null }, 'http defaults');
+  t.same(model.pools[1]!.health.postgres, { user: 'l4lb_probe', database: 'l4lb_probe' }, 'postgres defaults: database is the user');
+  t.equal(model.pools[1]!.health.http, null);
+  raw.pools[0].health = { kind: 'http', http: { method: 'HEAD', path: '/replica?lag=1MB', expect_status: [200, 204], host: 'patroni.internal' } };
+  raw.pools[1].health = { kind: 'postgres', postgres: { user: 'probe', database: 'postgres' } };
+  model = await buildModel(raw);
+  t.same(model.pools[0]!.health.http, { method: 'HEAD', path: '/replica?lag=1MB', expectStatus: [200, 204], host: 'patroni.internal' });
+  t.equal(model.pools[0]!.health.port, null, 'no port: the server\'s own');
+  t.same(model.pools[1]!.health.postgres, { user: 'probe', database: 'postgres' });
 });
 
 t.test('bad values of the newer keys are named by path', async (t) => {

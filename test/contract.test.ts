@@ -18,6 +18,7 @@ import { ROOT } from './helpers/cli.js';
 import { backendFor, lbFor } from './helpers/lb.js';
 import { silentLogger } from './helpers/logs.js';
 import { closed, connect, waitFor, type Running } from './helpers/net.js';
+import { testCerts } from './helpers/certs.js';
 
 const readme = readFileSync(`${ROOT}/README.md`, 'utf8');
 
@@ -72,6 +73,14 @@ t.test('every rejection reason the metrics export is reached by a real connectio
       await refused(lb.port(), 'GET / HTTP/1.0\r\n\r\n');
       return rejected(lb, 'tls');
     },
+    tls_required: async (t) => {
+      const certs = testCerts();
+      const lb = await lbFor(t, config({ protocol: 'postgres', tls: { mode: 'terminate', certs: [certs.pair('a.test')] } }));
+      // A PostgreSQL StartupMessage in plaintext: user=x.
+      const startup = Buffer.from([0, 0, 0, 17, 0, 3, 0, 0, 0x75, 0x73, 0x65, 0x72, 0, 0x78, 0, 0, 0]);
+      await refused(lb.port(), startup);
+      return rejected(lb, 'tls_required');
+    },
     no_server: async (t) => {
       const lb = await lbFor(t, config({}));
       const pool = lb.app.pools.get('p')!;
@@ -110,7 +119,7 @@ t.test('every rejection reason the metrics export is reached by a real connectio
 type Tap = Parameters<Parameters<typeof t.test>[1]>[0];
 
 /** Connect, optionally send `bytes`, and wait until l4lb closes the connection. */
-async function refused(port: number, bytes?: string): Promise<void> {
+async function refused(port: number, bytes?: string | Buffer): Promise<void> {
   const c = net.connect({ port, host: '127.0.0.1' });
   c.on('error', () => {});
   if (bytes !== undefined) c.write(bytes);

@@ -10,7 +10,7 @@ import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
 import type { Pool, Server } from '../pool.js';
-import { probe, type ProbeResult } from './probe.js';
+import { planProbe, probe, type ProbeResult } from './probe.js';
 import type { LastCheck } from './state.js';
 import { processFds, type FdBudget } from '../net/fd-budget.js';
 
@@ -120,11 +120,12 @@ export class HealthChecker {
       return;
     }
     slot.inFlight = true;
-    const running = probe(server.address, {
+    const plan = planProbe(health, server.address);
+    const running = probe(plan.target, {
+      ...plan.options,
       timeoutMs: health.timeoutMs,
-      send: health.send,
-      expect: health.expect,
-      proxyHeader: this.#options.proxyHeader,
+      // health.port names another service (Patroni's REST API): it never takes the pool's PROXY header.
+      proxyHeader: health.port === null ? this.#options.proxyHeader : null,
       signal: this.#abort.signal,
       fds: this.#options.fds ?? processFds,
     });

@@ -1,14 +1,31 @@
 /**
- * One active health probe: a TCP connect, optionally a payload sent and a
- * reply prefix expected. Resolves (never rejects) with ok and, on failure, a
- * reason an operator can act on: `connect ECONNREFUSED`, `timeout after 1s`,
- * `expect mismatch: got "-ERR"`.
+ * One active health probe: a TCP connect, the PROXY header if the pool sends
+ * one, then the conversation of the probe's kind (./kinds/): tcp (optional
+ * send / expect), http (a request, judged by its status) or postgres (a
+ * StartupMessage, judged by the first reply). Resolves (never rejects) with
+ * ok and, on failure, a reason an operator can act on: `connect
+ * ECONNREFUSED`, `timeout after 1s`, `expect mismatch: got "-ERR"`, `http
+ * status 503 from GET /primary`.
+ *
+ * This file owns everything a probe holds: the socket, the timer (which
+ * bounds the whole conversation, a clean goodbye included), the abort
+ * listener and the descriptor taken from the budget; all are released
+ * exactly once, whatever ends the probe.
+ *
+ * The pool's `tls` is not applied to any kind: probes speak plaintext (TLS
+ * probes are a kind of their own, yet to come).
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { formatDuration } from '../config/duration.js';
+import type { Endpoint, HealthKind, HealthModel } from '../config/model.js';
+import { DEFAULTS } from '../defaults.js';
 import { localResourceCode } from '../errors.js';
 import type { FdBudget } from '../net/fd-budget.js';
+import { fail, type Conversation, type Verdict } from './kinds/conversation.js';
+import { defaultHostHeader, httpConversation, type HttpProbeRequest } from './kinds/http.js';
+import { postgresConversation, type PostgresProbeLogin } from './kinds/postgres.js';
+import { tcpConversation } from './kinds/tcp.js';
 
 export interface ProbeTarget {
   readonly host: string;
@@ -17,9 +34,9 @@ export interface ProbeTarget {
 
 export interface ProbeOptions {
   readonly timeoutMs: number;
-  /** Sent right after connect (after the PROXY header, if any). */
+  /** kind tcp: sent right after connect (after the PROXY header, if any). */
   readonly send: Buffer | null;
-  /** The reply must start with these bytes. */
+  /** kind tcp: the reply must start with these bytes. */
   readonly expect: Buffer | null;
   /**
    * Builds the PROXY header a strict backend requires, from the probe's own
@@ -30,6 +47,12 @@ export interface ProbeOptions {
   readonly signal?: AbortSignal;
   /** The process's descriptors: no probe is started when only the reserve is left. */
   readonly fds?: FdBudget;
+  /** How the server is probed; default tcp. */
+  readonly kind?: HealthKind;
+  /** kind http: the request; default GET / expecting 200, with the target as Host. */
+  readonly http?: HttpProbeRequest;
+  /** kind postgres: whom the StartupMessage names; default the default probe role. */
+  readonly postgres?: PostgresProbeLogin;
 }
 
 export interface ProbeResult {
@@ -44,66 +67,106 @@ export interface ProbeResult {
   readonly local?: string;
 }
 
-/** Longest reply prefix shown in a mismatch reason. */
-const SHOWN_REPLY_BYTES = 32;
+/** Where and how a server at `address` is probed under `health` (everything but the timeout, header, signal and budget). */
+export interface ProbePlan {
+  readonly target: ProbeTarget;
+  readonly options: Pick<ProbeOptions, 'kind' | 'send' | 'expect' | 'http' | 'postgres'>;
+}
+
+export function planProbe(health: HealthModel, address: Endpoint): ProbePlan {
+  const target = { host: address.host, port: health.port ?? address.port };
+  const http = health.http === null ? undefined : { ...health.http, host: health.http.host ?? defaultHostHeader(address, target.port) };
+  return {
+    target,
+    options: { kind: health.kind, send: health.send, expect: health.expect, http, postgres: health.postgres ?? undefined },
+  };
+}
 
 export function probe(target: ProbeTarget, options: ProbeOptions): Promise<ProbeResult> {
   const fds = options.fds;
   if (fds !== undefined && !fds.take('connect')) {
     return Promise.resolve({ ok: false, reason: 'descriptor reserve reached: EMFILE', latencyMs: 0, local: 'EMFILE' });
   }
+  const talk = conversationFor(target, options);
   return new Promise((resolve) => {
     const started = performance.now();
-    let settled = false;
+    let result: ProbeResult | undefined;
+    let released = false;
     let connected = false;
-    let received: Buffer = Buffer.alloc(0);
     const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
 
-    const finish = (ok: boolean, reason: string, local?: string): void => {
-      if (settled) return;
-      settled = true;
+    /** The probe is over: give everything back and resolve, once. */
+    const release = (): void => {
+      if (released) return;
+      released = true;
       clearTimeout(timer);
       options.signal?.removeEventListener('abort', onAbort);
       socket.removeAllListeners('data');
       // A probe leaves nothing half-open on the backend.
       socket.destroy();
       fds?.give();
-      const latencyMs = Math.round((performance.now() - started) * 10) / 10;
-      resolve(local === undefined ? { ok, reason, latencyMs } : { ok, reason, latencyMs, local });
+      resolve(result!);
     };
-    const onAbort = (): void => finish(false, 'aborted');
+    /** The verdict is in: kept once, then the socket is closed (cleanly, when the kind asks for it). */
+    const decide = (verdict: Verdict, local?: string): void => {
+      if (result !== undefined) return;
+      const { ok, reason } = verdict;
+      const latencyMs = Math.round((performance.now() - started) * 10) / 10;
+      result = local === undefined ? { ok, reason, latencyMs } : { ok, reason, latencyMs, local };
+      if (verdict.farewell === undefined || !connected || socket.destroyed) return release();
+      // FIN after the goodbye; the server's close (or the timer) releases.
+      socket.end(verdict.farewell);
+    };
+    const onAbort = (): void => {
+      decide(fail('aborted'));
+      release();
+    };
     options.signal?.addEventListener('abort', onAbort, { once: true });
-    const timer = setTimeout(() => finish(false, `timeout after ${formatDuration(options.timeoutMs)}`), options.timeoutMs);
+    const timer = setTimeout(() => {
+      decide(fail(`timeout after ${formatDuration(options.timeoutMs)}`));
+      release();
+    }, options.timeoutMs);
 
     socket.on('error', (err: NodeJS.ErrnoException) => {
+      // An error during the goodbye changes nothing: the verdict stands.
+      if (result !== undefined) return release();
       const local = connected ? undefined : localResourceCode(err);
       if (local === 'EMFILE' || local === 'ENFILE') fds?.exhausted();
-      finish(false, `${connected ? 'read' : 'connect'} ${err.code ?? err.message}`, local);
+      decide(fail(`${connected ? 'read' : 'connect'} ${err.code ?? err.message}`), local);
     });
     socket.on('close', () => {
-      if (options.expect !== null) finish(false, describeMismatch('connection closed', received));
+      if (result === undefined) decide(talk.closed());
+      release();
     });
     socket.on('connect', () => {
       connected = true;
       if (options.proxyHeader !== null) socket.write(options.proxyHeader(socket));
-      if (options.send !== null) socket.write(options.send);
-      if (options.expect === null) finish(true, '');
+      const verdict = talk.start(socket);
+      if (verdict !== undefined) decide(verdict);
     });
     socket.on('data', (chunk: Buffer) => {
-      const expect = options.expect!;
-      received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
-      const n = Math.min(received.length, expect.length);
-      if (received.compare(expect, 0, n, 0, n) !== 0) {
-        finish(false, describeMismatch('expect mismatch', received));
-      } else if (received.length >= expect.length) {
-        finish(true, '');
-      }
+      // After the verdict, whatever still comes is read and dropped, so the close stays clean.
+      if (result !== undefined) return;
+      const verdict = talk.data(chunk);
+      if (verdict !== undefined) decide(verdict);
     });
   });
 }
 
-function describeMismatch(what: string, received: Buffer): string {
-  if (received.length === 0) return `${what}: got nothing`;
-  const shown = received.subarray(0, SHOWN_REPLY_BYTES).toString('latin1').replace(/\r?\n.*$/s, '');
-  return `${what}: got ${JSON.stringify(shown)}`;
+function conversationFor(target: ProbeTarget, options: ProbeOptions): Conversation {
+  switch (options.kind ?? 'tcp') {
+    case 'http':
+      return httpConversation(
+        options.http ?? {
+          method: DEFAULTS.healthHttpMethod,
+          path: DEFAULTS.healthHttpPath,
+          expectStatus: DEFAULTS.healthHttpExpectStatus,
+          host: defaultHostHeader({ host: target.host, port: target.port, text: '' }, target.port),
+        },
+      );
+    case 'postgres':
+      return postgresConversation(options.postgres ?? { user: DEFAULTS.healthPostgresUser, database: DEFAULTS.healthPostgresUser });
+    case 'tcp':
+      return tcpConversation(options.send, options.expect);
+  }
 }

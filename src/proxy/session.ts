@@ -82,6 +82,8 @@ const enum Phase {
   Closed,
 }
 
+function noop(): void {}
+
 /** end() only if pipe() has not already: a second end() builds an error with a stack trace, per connection. */
 function endOnce(socket: net.Socket | undefined): void {
   if (socket !== undefined && !socket.writableEnded && !socket.destroyed) socket.end();
@@ -243,7 +245,8 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     this.#phase = Phase.Connecting;
     const ctx = this.#ctx;
     const front = this.#front;
-    front.client.on('error', this.#onClientError);
+    // A client that resets right after sending its cancel (some drivers do) still gets it delivered: errors are not an end here.
+    front.client.on('error', noop);
     if (front.client !== front.raw) {
       front.raw.removeListener('close', this.#onClientClose);
       front.client.on('close', this.#onClientClose);
@@ -370,7 +373,7 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
   #onClientClose = (hadError: boolean): void => {
     this.#clientClosed = true;
     // A cancel is delivered even when its client does not wait for it.
-    if (this.#cancel !== undefined) return;
+    if (this.#cancel !== undefined && this.#phase === Phase.Connecting) return;
     // In the front, the running stage says how it ended (a TLS refusal of a
     // client certificate closes the socket before the reason arrives).
     if (this.#phase === Phase.Front) return;
@@ -416,6 +419,7 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     this.#front.stop();
     this.#upstream?.abort();
     this.#cancel?.abort();
+    this.#cancel = undefined;
     const front = this.#front;
     front.client.destroy();
     if (front.client !== front.raw) front.raw.destroy();
