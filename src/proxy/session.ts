@@ -230,7 +230,7 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     const pool = this.#pool;
     const pg = front.postgres;
     // PostgreSQL: TLS the client began with l4lb's `S` (passthrough) or that l4lb speaks to the server needs the server's `S` too.
-    const sslRequest = pg !== null && this.#ctx.listener.tls !== null && (this.#ctx.listener.tls.mode === 'passthrough' || pool.model.tls !== null);
+    const sslRequest = pg !== null && (this.#ctx.listener.tls?.mode === 'passthrough' || pool.model.tls !== null);
     this.#upstream = new Upstream(pool, front.clientIp, this.#ctx.fds, () => outgoingHeader(pool.model.proxyProtocol, front), this, sslRequest);
     this.#upstream.start();
   }
@@ -323,9 +323,9 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
   #watchForCancelKey(backend: net.Socket): void {
     const pg = this.#front.postgres;
     const table = this.#ctx.cancelKeys;
-    if (pg === null || table === null || this.#ctx.listener.tls?.mode === 'passthrough' || pg.opening === 'direct_tls') return;
-    if (this.#lease!.server.slot < 0) return;
     const plain = this.#ctx.listener.tls === null;
+    if (pg === null || table === null || this.#ctx.listener.tls?.mode === 'passthrough' || (plain && pg.opening === 'direct_tls')) return;
+    if (this.#lease!.server.slot < 0) return;
     this.#keyReader = new BackendKeyReader(plain && (pg.opening === 'ssl' || pg.opening === 'gssenc'));
     backend.on('data', this.#onBackendKeyData);
   }
