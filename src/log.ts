@@ -70,13 +70,24 @@ export function createLogger(level: LogLevel = 'info', dest: number | string = 1
     close: () =>
       new Promise<void>((resolve) => {
         clearInterval(flusher);
-        const timer = setTimeout(resolve, FINAL_FLUSH_MS);
-        destination.once('close', () => {
+        const done = (): void => {
           clearTimeout(timer);
           resolve();
-        });
-        // end() waits for a write in flight, then writes the rest in order.
-        destination.end();
+        };
+        const timer = setTimeout(done, FINAL_FLUSH_MS);
+        // Not end() or flush(cb): both fsync the descriptor. Stdout needs no
+        // fsync, and on a log file of a busy disk one took over a second, which
+        // the exit waited for (Node joins its I/O threads before exiting). With
+        // no minimum length, a write in flight goes on until nothing is left and
+        // then emits 'drain'; writing '' starts one when none is in flight.
+        (destination as unknown as { minLength: number }).minLength = 0;
+        destination.once('drain', done);
+        destination.once('error', done);
+        try {
+          destination.write('');
+        } catch {
+          done(); // already destroyed (stdout closed): nothing to wait for
+        }
       }),
     flushSync: () => {
       try {

@@ -61,6 +61,8 @@ export class Pool {
   readonly #carriedOver: Array<[Server, ServerModel]> = [];
   /** Servers of the previous pool that this one does not keep (marked retired by activate()). */
   readonly #dropped: Server[] = [];
+  /** Servers reloads removed from this pool, kept while they have open connections (see removedServers()). */
+  #removed: Server[] = [];
   #tlsOptions: tls.ConnectionOptions | null = null;
   readonly #sharing: PoolSharing | null;
   /** The published generation this (following) pool last read. */
@@ -89,7 +91,12 @@ export class Pool {
       const slot = sharing.slots[i]!;
       return new Server(s, rise, fall, new SharedServerCounts(sharing.memory, slot), slot);
     });
-    if (previous !== undefined) for (const s of previous.servers) if (!this.servers.includes(s)) this.#dropped.push(s);
+    if (previous !== undefined) {
+      for (const s of previous.servers) if (!this.servers.includes(s)) this.#dropped.push(s);
+      // A server added back gets its old slot (same identity): its open connections count there, not as removed.
+      const slots = new Set(this.servers.map((s) => s.slot).filter((slot) => slot >= 0));
+      this.#removed = [...previous.removedServers(), ...this.#dropped].filter((s) => !slots.has(s.slot));
+    }
     this.#primary = this.#build(false);
     this.#backup = this.#build(true);
   }
@@ -238,6 +245,16 @@ export class Pool {
 
   server(name: string): Server | undefined {
     return this.servers.find((s) => s.name === name);
+  }
+
+  /**
+   * Servers reloads removed from this pool that still have open connections
+   * (counted in every thread), oldest first: `/status` lists them as removed
+   * until their last connection closes. One that has none is forgotten here.
+   */
+  removedServers(): readonly Server[] {
+    if (this.#removed.some((s) => s.active <= 0)) this.#removed = this.#removed.filter((s) => s.active > 0);
+    return this.#removed;
   }
 
   /** Stop timers this pool owns. Idempotent. */

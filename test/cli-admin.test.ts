@@ -61,9 +61,10 @@ t.test('l4lb status prints an aligned table; server drain/ready work with --toke
   const status = await cli(['status', '--admin', s.admin]);
   t.equal(status.status, 0, status.stderr);
   const lines = status.stdout.split('\n');
-  t.match(lines[0], /^LISTENER +BIND +PORT +POOL +OPEN +ACCEPTED$/);
-  t.match(lines[1], new RegExp(`^front +127\\.0\\.0\\.1:0 +${s.frontPort} +p +0 +1$`));
-  t.match(status.stdout, /^POOL p \(round_robin\): 2\/2 servers taking new connections$/m);
+  // One address column: the bind as configured (127.0.0.1:0) with the port it got.
+  t.match(lines[0], /^LISTENER +ADDRESS +POOL +OPEN +ACCEPTED$/);
+  t.match(lines[1], new RegExp(`^front +127\\.0\\.0\\.1:${s.frontPort} +p +0 +1$`));
+  t.match(status.stdout, /^POOL p \(round_robin, from front\): 2\/2 servers taking new connections$/m);
   const header = lines.find((l) => l.includes('NAME'))!;
   t.match(header, /^ {2}NAME +ADDRESS +STATE +ADMIN +WEIGHT +ACTIVE +TOTAL +FAILS +LAST CHECK$/);
   const rowA = lines.find((l) => l.startsWith('  a '))!;

@@ -7,8 +7,7 @@ import { parseConfigDoc, redactModel, redactionKey, type ModelJson } from '../co
 import { readTokenFile } from '../config/token-file.js';
 import { L4lbError, type ErrorCode } from '../errors.js';
 import type { AdminState } from '../pool.js';
-import { displayState, formatAge } from './page.js';
-import type { LastCheckStatus, StatusDoc } from './status.js';
+import type { StatusDoc } from './status.js';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9900';
 /** An admin server that has not answered within this is reported, not waited for. */
@@ -157,7 +156,7 @@ export async function resolveToken(
 }
 
 // ---------------------------------------------------------------------------
-// Tables
+// Tables (the status table itself: ../cli/status-table.ts)
 
 /** Columns padded to their widest cell; `right` columns are right-aligned (numbers). */
 export function formatTable(header: readonly string[], rows: readonly (readonly string[])[], right: ReadonlySet<number> = new Set(), indent = ''): string {
@@ -168,47 +167,4 @@ export function formatTable(header: readonly string[], rows: readonly (readonly 
       .map((c, i) => (i === cells.length - 1 && !right.has(i) ? c : right.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
       .join('  ');
   return [line(header), ...rows.map(line)].join('\n');
-}
-
-function lastCheck(c: LastCheckStatus | null, now: number): string {
-  if (c === null) return '-';
-  const age = formatAge(c.at, now);
-  if (c.ok) return `ok ${c.latency_ms}ms, ${age}`;
-  return `fail${c.source === 'passive' ? ' (client connect)' : ''}: ${c.reason || 'failed'}, ${age}`;
-}
-
-/** `l4lb status` output: listeners, then each pool with its servers. */
-export function formatStatus(doc: StatusDoc, now = Date.now()): string {
-  const out: string[] = [];
-  if (doc.phase !== 'running') out.push(`l4lb is ${doc.phase}`, '');
-  out.push(
-    formatTable(
-      ['LISTENER', 'BIND', 'PORT', 'POOL', 'OPEN', 'ACCEPTED'],
-      doc.listeners.map((l) => [l.name, l.bind, String(l.port), l.pool, String(l.connections), String(l.accepted)]),
-      new Set([2, 4, 5]),
-    ),
-  );
-  for (const p of doc.pools) {
-    const taking = p.servers.filter((s) => displayState(s) === 'up').length;
-    out.push('', `POOL ${p.name} (${p.balance}): ${taking}/${p.servers.length} servers taking new connections`);
-    out.push(
-      formatTable(
-        ['NAME', 'ADDRESS', 'STATE', 'ADMIN', 'WEIGHT', 'ACTIVE', 'TOTAL', 'FAILS', 'LAST CHECK'],
-        p.servers.map((s) => [
-          s.backup ? `${s.name} (backup)` : s.name,
-          s.address,
-          s.state,
-          s.admin,
-          s.effective_weight === s.weight ? String(s.weight) : `${s.effective_weight}/${s.weight}`,
-          String(s.active),
-          String(s.total),
-          String(s.connect_failures),
-          lastCheck(s.last_check, now),
-        ]),
-        new Set([4, 5, 6, 7]),
-        '  ',
-      ),
-    );
-  }
-  return `${out.join('\n')}\n`;
 }

@@ -4,7 +4,7 @@
  * no external assets; it reloads itself every few seconds. Every value from
  * the configuration or the network is HTML-escaped.
  */
-import type { LastCheckStatus, PoolStatus, ServerStatus, StatusDoc } from './status.js';
+import type { LastCheckStatus, ListenerStatus, PoolStatus, RouteStatus, ServerStatus, StatusDoc } from './status.js';
 
 /** Seconds between automatic reloads of the page. */
 export const PAGE_REFRESH_S = 5;
@@ -38,10 +38,49 @@ export function formatAge(atIso: string, now: number): string {
 }
 
 /** One word for what a person cares about first: can it take traffic, and if not why. */
-export function displayState(s: Pick<ServerStatus, 'state' | 'admin'>): 'up' | 'down' | 'drain' | 'maint' {
+export function displayState(s: Pick<ServerStatus, 'state' | 'admin'>): 'up' | 'down' | 'drain' | 'maint' | 'removed' {
+  if (s.state === 'removed') return 'removed';
   if (s.admin === 'maint') return 'maint';
   if (s.state === 'down') return 'down';
   return s.admin === 'drain' ? 'drain' : 'up';
+}
+
+/** `removed (draining, 2 open)`: a server a reload removed, whose connections are finishing. */
+export function removedText(s: Pick<ServerStatus, 'active'>): string {
+  return `removed (draining, ${s.active} open)`;
+}
+
+/** Servers the configuration has (not those a reload removed that are finishing their connections). */
+export function configuredServers(p: Pick<PoolStatus, 'servers'>): readonly ServerStatus[] {
+  return p.servers.filter((s) => s.state !== 'removed');
+}
+
+/**
+ * Where a listener accepts, in one column: the bind as configured with the
+ * port it got (`127.0.0.1:0` bound to 41234 reads `127.0.0.1:41234`), or
+ * the bind and the port when the bind has none (`systemd:pg (port 5432)`).
+ */
+export function listenerAddress(l: Pick<ListenerStatus, 'bind' | 'port'>): string {
+  const colon = l.bind.lastIndexOf(':');
+  const ip = colon > 0 && /^\d+$/.test(l.bind.slice(colon + 1)) && !l.bind.startsWith('systemd:');
+  if (ip) return `${l.bind.slice(0, colon)}:${l.port}`;
+  return l.port > 0 ? `${l.bind} (port ${l.port})` : l.bind;
+}
+
+/** `sni db.example.com`, `source 10.1.0.0/16, 10.2.0.0/16`, keys joined by "and" (every one must match). */
+export function routeMatch(r: RouteStatus): string {
+  const parts: string[] = [];
+  if (r.sni !== undefined) parts.push(`sni ${r.sni}`);
+  if (r.source !== undefined) parts.push(`source ${r.source.join(', ')}`);
+  if (r.country !== undefined) parts.push(`country ${r.country.join(', ')}`);
+  return parts.length > 0 ? parts.join(' and ') : 'any';
+}
+
+/** `front, tls-front (route)`: the listeners that reach a pool, and how. */
+export function reachedBy(p: Pick<PoolStatus, 'name' | 'listeners'>, listeners: readonly Pick<ListenerStatus, 'name' | 'pool'>[]): string {
+  return (p.listeners ?? [])
+    .map((name) => (listeners.find((l) => l.name === name)?.pool === p.name ? name : `${name} (route)`))
+    .join(', ');
 }
 
 function lastCheck(c: LastCheckStatus | null, now: number): string {
@@ -58,7 +97,9 @@ function serverRow(s: ServerStatus, now: number): string {
   const weight = s.effective_weight === s.weight ? `${s.weight}` : `${s.effective_weight} / ${s.weight}`;
   // The badge says the most important thing; whichever of health and admin state it hides is noted beside it.
   const note =
-    state === 'maint' && s.state === 'down'
+    state === 'removed'
+      ? ` <span class="muted">(draining, ${s.active} open)</span>`
+      : state === 'maint' && s.state === 'down'
       ? ' <span class="muted">(health down)</span>'
       : state === 'down' && s.admin !== 'ready'
         ? ` <span class="muted">(${s.admin})</span>`
@@ -76,12 +117,15 @@ function serverRow(s: ServerStatus, now: number): string {
 </tr>`;
 }
 
-function poolSection(p: PoolStatus, now: number): string {
-  const usable = p.servers.filter((s) => displayState(s) === 'up').length;
+function poolSection(p: PoolStatus, listeners: readonly ListenerStatus[], now: number): string {
+  const configured = configuredServers(p);
+  const usable = configured.filter((s) => displayState(s) === 'up').length;
   const active = p.servers.reduce((n, s) => n + s.active, 0);
-  const health = usable === 0 ? 'down' : usable < p.servers.length ? 'drain' : 'up';
+  const health = p.removed ? 'removed' : usable === 0 ? 'down' : usable < configured.length ? 'drain' : 'up';
+  const badge = p.removed ? 'removed' : `${usable}/${configured.length}`;
+  const from = p.removed ? 'removed by a reload, draining' : (p.listeners ?? []).length > 0 ? `from ${reachedBy(p, listeners)}` : 'no listener';
   return `<section>
-<h2><span class="badge ${health}">${usable}/${p.servers.length}</span> pool ${escapeHtml(p.name)} <span class="muted">${escapeHtml(p.balance)} · ${active} active</span></h2>
+<h2><span class="badge ${health}">${badge}</span> pool ${escapeHtml(p.name)} <span class="muted">${escapeHtml(p.balance)} · ${active} active · ${escapeHtml(from)}</span></h2>
 <table>
 <thead><tr><th>state</th><th>server</th><th>address</th><th class="num">weight</th><th class="num">active</th><th class="num">total</th><th class="num">fails</th><th class="num">bytes in / out</th><th>last check</th></tr></thead>
 <tbody>
@@ -105,9 +149,9 @@ th { background: var(--head); font-weight: 600; font-size: .85rem; }
 .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .9em; }
 .muted { color: var(--muted); font-weight: normal; }
 .badge { display: inline-block; min-width: 3.2em; text-align: center; padding: 0 .45em; border-radius: .6em; color: #fff; font-weight: 600; font-size: .85em; }
-.badge.up { background: var(--up); } .badge.down { background: var(--down); } .badge.drain { background: var(--drain); } .badge.maint { background: var(--maint); }
+.badge.up { background: var(--up); } .badge.down { background: var(--down); } .badge.drain { background: var(--drain); } .badge.maint, .badge.removed { background: var(--maint); }
 tr.row-down td { background: color-mix(in srgb, var(--down) 8%, transparent); }
-tr.row-drain td, tr.row-maint td { color: var(--muted); }
+tr.row-drain td, tr.row-maint td, tr.row-removed td { color: var(--muted); }
 .ok { color: var(--up); } .fail, .warn { color: var(--down); }
 .tag { font-size: .75em; border: 1px solid var(--line); border-radius: .4em; padding: 0 .3em; color: var(--muted); }
 .phase { font-weight: 600; }
@@ -115,14 +159,17 @@ tr.row-drain td, tr.row-maint td { color: var(--muted); }
 
 export function renderStatusPage(doc: StatusDoc): string {
   const now = Date.parse(doc.time);
-  const servers = doc.pools.flatMap((p) => p.servers);
+  const servers = doc.pools.filter((p) => !p.removed).flatMap(configuredServers);
   const up = servers.filter((s) => displayState(s) === 'up').length;
   const connections = doc.listeners.reduce((n, l) => n + l.connections, 0);
   const listeners = doc.listeners
-    .map(
-      (l) => `<tr><td class="name">${escapeHtml(l.name)}</td><td class="mono">${escapeHtml(l.bind)}</td><td class="num">${l.port}</td>` +
-        `<td>${escapeHtml(l.pool)}</td><td class="num">${l.connections}</td><td class="num">${l.accepted}</td></tr>`,
-    )
+    .map((l) => {
+      const routes = (l.routes ?? []).map((r) => `${escapeHtml(routeMatch(r))} → ${escapeHtml(r.pool)}`).join('<br>');
+      return (
+        `<tr><td class="name">${escapeHtml(l.name)}</td><td class="mono">${escapeHtml(listenerAddress(l))}</td>` +
+        `<td>${escapeHtml(l.pool)}</td><td class="routes">${routes || '<span class="muted">–</span>'}</td><td class="num">${l.connections}</td><td class="num">${l.accepted}</td></tr>`
+      );
+    })
     .join('\n');
   return `<!doctype html>
 <html lang="en">
@@ -139,13 +186,13 @@ export function renderStatusPage(doc: StatusDoc): string {
 <section>
 <h2>listeners</h2>
 <table>
-<thead><tr><th>listener</th><th>bind</th><th class="num">port</th><th>pool</th><th class="num">open</th><th class="num">accepted</th></tr></thead>
+<thead><tr><th>listener</th><th>address</th><th>pool</th><th>routes</th><th class="num">open</th><th class="num">accepted</th></tr></thead>
 <tbody>
 ${listeners}
 </tbody>
 </table>
 </section>
-${doc.pools.map((p) => poolSection(p, now)).join('\n')}
+${doc.pools.map((p) => poolSection(p, doc.listeners, now)).join('\n')}
 </body>
 </html>
 `;

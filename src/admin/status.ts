@@ -6,7 +6,7 @@
 import type net from 'node:net';
 import type { Pool, Server, AdminState } from '../pool.js';
 import type { Listener } from '../proxy/listener.js';
-import type { Model } from '../config/model.js';
+import type { Model, RouteModel } from '../config/model.js';
 
 /** What the admin server reads: the running App, or whatever replaces it on reload. */
 export interface AdminSource {
@@ -22,6 +22,8 @@ export interface AdminSource {
   readonly threads?: number;
   /** Worker threads that died and were replaced since start. */
   readonly workerRestarts?: number;
+  /** Pools a reload removed whose servers still have open connections. */
+  readonly removedPools?: readonly Pool[];
 }
 
 export interface LastCheckStatus {
@@ -39,8 +41,11 @@ export interface ServerStatus {
   readonly name: string;
   readonly address: string;
   readonly backup: boolean;
-  /** Health. */
-  readonly state: 'up' | 'down';
+  /**
+   * Health; `removed`: a reload removed the server (or its pool) and its
+   * open connections (`active`) are finishing; listed until the last closes.
+   */
+  readonly state: 'up' | 'down' | 'removed';
   /** The operator's state. */
   readonly admin: AdminState;
   /** Configured weight. */
@@ -62,7 +67,23 @@ export interface ServerStatus {
 export interface PoolStatus {
   readonly name: string;
   readonly balance: string;
+  /** The listeners that send connections here: as their default pool, or through a route. */
+  readonly listeners: readonly string[];
+  /** A reload removed the pool; it is listed while its servers have open connections. */
+  readonly removed: boolean;
+  /** The configured servers, then those a reload removed that still have open connections (state `removed`). */
   readonly servers: readonly ServerStatus[];
+}
+
+/** One route of a listener: what it matches (every key given must match) and where it sends. */
+export interface RouteStatus {
+  /** Exact name or `*.suffix`. */
+  readonly sni?: string;
+  /** Client networks, as configured. */
+  readonly source?: readonly string[];
+  /** Client countries, as configured. */
+  readonly country?: readonly string[];
+  readonly pool: string;
 }
 
 export interface ListenerStatus {
@@ -73,6 +94,8 @@ export interface ListenerStatus {
   readonly port: number;
   /** The pool used when no route matches. */
   readonly pool: string;
+  /** Routes in order (the first that matches picks the pool). */
+  readonly routes: readonly RouteStatus[];
   /** Open client connections now. */
   readonly connections: number;
   /** Connections accepted since start. */
@@ -89,6 +112,21 @@ export interface StatusDoc {
   readonly worker_restarts: number;
   readonly listeners: readonly ListenerStatus[];
   readonly pools: readonly PoolStatus[];
+}
+
+/** What a route matches on, copied key by key (a string, or a list of strings). */
+function routeStatus(route: RouteModel): RouteStatus {
+  const r = route as unknown as Readonly<Record<string, unknown>>;
+  const strings = (v: unknown): readonly string[] | undefined =>
+    Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]).slice() : undefined;
+  const source = strings(r.source);
+  const country = strings(r.country);
+  return {
+    ...(typeof r.sni === 'string' ? { sni: r.sni } : {}),
+    ...(source !== undefined ? { source } : {}),
+    ...(country !== undefined ? { country } : {}),
+    pool: route.pool,
+  };
 }
 
 /** Two decimals are plenty for a latency in milliseconds. */
@@ -117,37 +155,57 @@ export function buildStatus(source: AdminSource, now = Date.now()): StatusDoc {
       bind: l.model.bind.text,
       port: bound?.port ?? l.model.bind.port,
       pool: l.model.pool,
+      routes: l.model.routes.map(routeStatus),
       connections: l.connections,
       accepted: l.stats.accepted,
     };
   });
+  // Which listeners reach each pool, by default or through a route: a pool reached only by a route is attached too.
+  const reachedFrom = new Map<string, string[]>();
+  for (const l of source.listeners) {
+    for (const name of new Set([l.model.pool, ...l.model.routes.map((r) => r.pool)])) {
+      const names = reachedFrom.get(name);
+      if (names === undefined) reachedFrom.set(name, [l.model.name]);
+      else names.push(l.model.name);
+    }
+  }
+  const server = (s: Server, removed: boolean): ServerStatus => {
+    const last = s.health.last;
+    const b = bytes.get(s);
+    return {
+      name: s.name,
+      address: s.address.text,
+      backup: s.backup,
+      state: removed ? 'removed' : s.up ? 'up' : 'down',
+      admin: s.admin,
+      weight: s.baseWeight,
+      effective_weight: ms(s.weight),
+      active: s.active,
+      total: s.total,
+      connect_failures: s.connectFailures,
+      bytes_in: b?.in ?? 0,
+      bytes_out: b?.out ?? 0,
+      last_check:
+        last === null
+          ? null
+          : { ok: last.ok, reason: last.reason, latency_ms: ms(last.latencyMs), at: new Date(last.at).toISOString(), source: last.source },
+    };
+  };
+  // A server added back takes its old slot (and counts its connections there): it is listed once, as configured.
+  const live = new Set([...source.pools.values()].flatMap((p) => p.servers.map((s) => s.slot)).filter((slot) => slot >= 0));
+  const draining = (list: readonly Server[]): ServerStatus[] => list.filter((s) => s.active > 0 && !live.has(s.slot)).map((s) => server(s, true));
   const pools = [...source.pools.values()].map(
     (p): PoolStatus => ({
       name: p.name,
       balance: p.model.balance,
-      servers: p.servers.map((s): ServerStatus => {
-        const last = s.health.last;
-        const b = bytes.get(s);
-        return {
-          name: s.name,
-          address: s.address.text,
-          backup: s.backup,
-          state: s.up ? 'up' : 'down',
-          admin: s.admin,
-          weight: s.baseWeight,
-          effective_weight: ms(s.weight),
-          active: s.active,
-          total: s.total,
-          connect_failures: s.connectFailures,
-          bytes_in: b?.in ?? 0,
-          bytes_out: b?.out ?? 0,
-          last_check:
-            last === null
-              ? null
-              : { ok: last.ok, reason: last.reason, latency_ms: ms(last.latencyMs), at: new Date(last.at).toISOString(), source: last.source },
-        };
-      }),
+      listeners: reachedFrom.get(p.name) ?? [],
+      removed: false,
+      servers: [...p.servers.map((s) => server(s, false)), ...draining(p.removedServers())],
     }),
   );
+  for (const p of source.removedPools ?? []) {
+    const servers = draining([...p.servers, ...p.removedServers()]);
+    if (servers.length > 0) pools.push({ name: p.name, balance: p.model.balance, listeners: [], removed: true, servers });
+  }
   return { phase: source.phase, time: new Date(now).toISOString(), workers: source.threads ?? 1, worker_restarts: source.workerRestarts ?? 0, listeners, pools };
 }

@@ -17,6 +17,13 @@ import { sdNotify } from '../runtime/systemd.js';
 import { reportConfigFailure } from './report.js';
 import { VERSION } from './version.js';
 
+/**
+ * After a stop signal, the process exits at most this long after the drain
+ * timeout, whatever is still closing (the stop's own steps take a few
+ * milliseconds, each bounded at a fraction of this).
+ */
+const STOP_MARGIN_MS = 1_000;
+
 /** `--drain-timeout`: a duration, or plain milliseconds. */
 function durationOption(value: string): number {
   const ms = parseDuration(/^\d+$/.test(value) ? Number(value) : value);
@@ -129,8 +136,15 @@ async function run(configFile: string, drainMs: number): Promise<void> {
   attachSignals({
     logger,
     stop: async () => {
-      await sdNotify({ STOPPING: '1', STATUS: 'draining' }, notifyFailed);
+      // The exit comes within the drain timeout and a small margin, whatever holds on (a safety net: the stop's own steps are bounded).
+      const late = setTimeout(() => {
+        logger.warn({ drain_timeout_ms: drainMs, waited_ms: drainMs + STOP_MARGIN_MS }, 'stop is taking longer than the drain timeout: exiting now');
+        void root.close().then(() => process.exit(0));
+      }, drainMs + STOP_MARGIN_MS);
+      // Not awaited: the drain starts now, not once systemd-notify has run.
+      void sdNotify({ STOPPING: '1', STATUS: 'draining' }, notifyFailed);
       await app.stop(drainMs);
+      clearTimeout(late);
       logger.info('stopped');
       await root.close();
       process.exit(0);

@@ -13,9 +13,12 @@
  * up to the drain timeout, then closes what remains; `destroy()` (forced)
  * closes everything at once, whatever the phase. Both are idempotent.
  */
+import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { AdminServer } from '../admin/server.js';
+import { diffModels, type ConfigDiff } from '../config/diff.js';
 import type { Model, ProxyProtocolVersion } from '../config/model.js';
+import { redactModel } from '../config/model-json.js';
 import { readSecretFile, secretFiles } from '../config/secret-file.js';
 import { HealthChecker } from '../health/checker.js';
 import type { Logger } from '../log.js';
@@ -29,6 +32,23 @@ import { Planner, type Plan } from './plan.js';
 import { Workers } from './workers.js';
 
 export type { ReloadSummary } from './data-plane.js';
+
+/** What a reload changed: the listeners and pools it added and removed, and everything else it changed, compared as `check --diff` compares. */
+export interface ReloadResult extends ReloadSummary {
+  /** The running model against the new one (probe payloads redacted: they may hold a password). No client-move sample is taken. */
+  readonly changes: ConfigDiff;
+}
+
+/** The reload comparison samples no client addresses (a million source_hash picks would stall the event loop). */
+const NO_SAMPLE = { ipv4: 0, ipv6: 0 } as const;
+
+/**
+ * A graceful stop's steps after the drain (closing what remains, the admin
+ * server's last answers) each get at most this long; what is still open
+ * then is closed by force, so the exit comes within the drain timeout plus
+ * a fraction of a second.
+ */
+const STOP_STEP_MS = 250;
 
 /** Probes of a pool that sends PROXY headers carry one too, so strict backends accept them. */
 function probeHeader(version: ProxyProtocolVersion): ((socket: net.Socket) => Buffer) | null {
@@ -63,6 +83,10 @@ export class App {
   #reloading: Promise<unknown> = Promise.resolve();
   /** Reload outcomes, for metrics and status. */
   readonly reloads = { succeeded: 0, failed: 0, lastSucceeded: true, lastAt: 0 };
+  /** Pools a reload removed whose servers still have open connections (see removedPools). */
+  #removedPools: Pool[] = [];
+  /** Redacts probe payloads in reload comparisons: a key of this process only, so a MAC tells changed from unchanged and nothing else. */
+  readonly #redactKey = randomBytes(32);
 
   constructor(model: Model, logger: Logger) {
     this.#model = model;
@@ -100,6 +124,20 @@ export class App {
   /** The listeners of the running configuration (the main thread's copies; counts are every thread's). */
   get listeners(): readonly Listener[] {
     return this.#plane.listeners;
+  }
+
+  /**
+   * Pools reloads removed that still have open connections (every
+   * thread's), for `/status`; one is forgotten once its last connection
+   * has closed.
+   */
+  get removedPools(): readonly Pool[] {
+    if (this.#removedPools.length === 0) return this.#removedPools;
+    // A server added back (in a pool of the same name) counts its connections in its old slot: they are its own now.
+    const live = new Set([...this.#plane.pools.values()].flatMap((p) => p.servers.map((s) => s.slot)).filter((slot) => slot >= 0));
+    const open = (p: Pool): boolean => [...p.servers, ...p.removedServers()].some((s) => s.active > 0 && !live.has(s.slot));
+    if (!this.#removedPools.every(open)) this.#removedPools = this.#removedPools.filter(open);
+    return this.#removedPools;
   }
 
   get checkers(): readonly HealthChecker[] {
@@ -180,14 +218,15 @@ export class App {
    * new connections and their open ones continue. `workers` takes effect at
    * the next restart.
    */
-  reload(next: Model): Promise<ReloadSummary> {
+  reload(next: Model): Promise<ReloadResult> {
     const run = this.#reloading.then(() => this.#reload(next));
     this.#reloading = run.catch(() => undefined);
     return run;
   }
 
-  async #reload(next: Model): Promise<ReloadSummary> {
+  async #reload(next: Model): Promise<ReloadResult> {
     if (this.#phase !== 'running' || this.#destroying !== undefined) throw new Error(`cannot reload while ${this.#destroying ? 'destroyed' : this.#phase}`);
+    const changes = diffModels(redactModel(this.#model, this.#redactKey), redactModel(next, this.#redactKey), NO_SAMPLE);
     const plan = this.#planner.plan(next);
     const prepared = await this.#plane.prepare(plan);
     try {
@@ -204,7 +243,12 @@ export class App {
       throw err;
     }
     // Step two: swap, in this thread and then in every worker thread; nothing here can fail.
+    const before = this.#plane.pools;
     const summary = prepared.commit();
+    for (const name of summary.poolsRemoved) {
+      const removed = before.get(name);
+      if (removed !== undefined) this.#removedPools.push(removed);
+    }
     for (const c of this.#checkers) void c.close();
     this.#checkers = this.#buildCheckers(this.#plane.pools);
     for (const c of this.#checkers) c.start();
@@ -218,7 +262,7 @@ export class App {
     this.#logger.level = next.log.level;
     this.#workers.level = next.log.level;
     this.#model = next;
-    return summary;
+    return { ...summary, changes };
   }
 
   /**
@@ -246,12 +290,13 @@ export class App {
       this.#logger.info({ connections: this.connections }, 'drain timeout reached, closing open connections');
       this.#plane.shutdown();
       this.#workers.shutdown();
-      await settlesWithin(drained, 1_000);
+      await settlesWithin(drained, STOP_STEP_MS);
     }
-    await Promise.all([this.#plane.destroy(), this.#workers.destroy()]);
-    await Promise.all(this.#checkers.map((c) => c.close()));
-    // Last: /healthz answered "draining" all along.
-    await this.admin?.close();
+    // Every step from here is bounded: the exit must not wait for a worker thread, a probe or a slow admin client.
+    await settlesWithin(Promise.all([this.#plane.destroy(), this.#workers.destroy(), ...this.#checkers.map((c) => c.close())]), STOP_STEP_MS);
+    // Last: /healthz answered "draining" all along. Answers in flight may finish; a client still sending a body does not hold the stop.
+    const admin = this.admin;
+    if (admin !== null && !(await settlesWithin(admin.close(), STOP_STEP_MS))) await settlesWithin(admin.destroy(), STOP_STEP_MS);
     this.#phase = 'stopped';
   }
 
