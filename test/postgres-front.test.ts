@@ -353,7 +353,7 @@ function main(): void {
     await closed(refused, 5_000);
     t.same(noTls.openings, ['ssl'], 'the server was asked, and said N');
     await waitFor(() => lastLine(lb, 'connect_failed') !== undefined, 5_000, 'the access line');
-    t.match(lastLine(lb, 'connect_failed'), { server: null, reason: /answered N to SSLRequest/ }, 'connect_failed, and why');
+    t.match(lastLine(lb, 'connect_failed'), { server: 'no-tls', reason: /answered N to SSLRequest/, tried: [{ server: 'no-tls', error: /answered N to SSLRequest/ }] }, 'connect_failed, the server tried, and why');
   });
 
   t.test('passthrough: S, ClientHello routed by SNI, the server gets SSLRequest then the untouched ClientHello; direct TLS too', async (t) => {

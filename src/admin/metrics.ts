@@ -87,7 +87,8 @@ export function createMetricsRegistry(source: AdminSource): Registry {
 
   new Counter({
     name: 'l4lb_bytes_total',
-    help: 'Bytes of closed connections: direction "in" is client to server, "out" is server to client.',
+    // Open connections' bytes are added by each thread's idle sweep (about once a second), never per chunk.
+    help: 'Bytes relayed, open connections included (at most about a second behind): direction "in" is client to server, "out" is server to client.',
     labelNames: ['listener', 'pool', 'server', 'direction'] as const,
     registers,
     collect() {
@@ -137,7 +138,7 @@ export function createMetricsRegistry(source: AdminSource): Registry {
 
   new Counter({
     name: 'l4lb_rejected_connections_total',
-    help: 'Client connections closed before reaching a server, by reason (acl, limit, proxy_header, tls, no_server, local).',
+    help: 'Client connections closed before reaching a server, by reason (acl, limit, proxy_header, tls, tls_required, no_server, local).',
     labelNames: ['listener', 'reason'] as const,
     registers,
     collect() {

@@ -19,6 +19,8 @@ export interface AccessRecord {
   termination: Termination;
   /** Before the splice: why, in words (the TLS alert, the PROXY header problem, `per_source`, `connect: EMFILE`...). */
   reason?: string;
+  /** Connect attempts that failed, in order, each server with its error (connect_failed, or reached after a retry). */
+  tried?: ReadonlyArray<{ readonly server: string; readonly error: string }>;
   /** TLS terminated here: the negotiated ALPN protocol (null: none). */
   alpn?: string | null;
   /** TLS terminated here with a client certificate: its subject CN. */

@@ -112,6 +112,9 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
   #lease: ServerLease | undefined;
   /** This listener's counters for the connected server. */
   #counters: PairCounters | undefined;
+  /** Bytes already added to #counters (the sweep adds what moved since, the finish the rest). */
+  #countedIn = 0;
+  #countedOut = 0;
   #connectMs: number | null = null;
   #termination: Termination | undefined;
   /** Why a connection ended before the splice, in words, for its access line. */
@@ -183,7 +186,12 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     const backend = this.#backend!;
     const client = this.#front.client;
     if (!this.#keepAlive && now - this.#startedAt >= KEEPALIVE_AFTER_MS) this.#startKeepAlive();
-    const moved = client.bytesRead + client.bytesWritten + backend.bytesRead + backend.bytesWritten;
+    const written = client.bytesWritten;
+    const moved = client.bytesRead + written + backend.bytesRead + backend.bytesWritten;
+    // The bytes so far go into the counters, so l4lb_bytes_total moves while the connection is open
+    // (an idle one costs nothing more). Out: only what the socket has finished writing (bytesWritten
+    // also counts its buffer, which a reset discards).
+    if (moved !== this.#lastMoved || written !== this.#countedOut) this.#count(this.#bytesIn(), written - client.writableLength);
     if (moved !== this.#lastMoved) {
       this.#lastMoved = moved;
       this.#lastActive = now;
@@ -399,6 +407,26 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
 
   // ---- teardown -------------------------------------------------------------------
 
+  /** Client → server bytes: what the client sent after the PROXY header (a TLS client's: the plaintext). */
+  #bytesIn(): number {
+    const front = this.#front;
+    const client = front.client;
+    return client === front.raw ? client.bytesRead - front.headerBytes : client.bytesRead;
+  }
+
+  /**
+   * Add to the counters what moved since they were last told. Each count only
+   * grows, so the sum over a connection's life is its final count, once.
+   */
+  #count(bytesIn: number, bytesOut: number): void {
+    const dIn = bytesIn > this.#countedIn ? bytesIn - this.#countedIn : 0;
+    const dOut = bytesOut > this.#countedOut ? bytesOut - this.#countedOut : 0;
+    if (dIn === 0 && dOut === 0) return;
+    this.#countedIn += dIn;
+    this.#countedOut += dOut;
+    this.#counters!.moved(dIn, dOut);
+  }
+
   /** End with a failure: its code picks the termination, its reason goes into the access line. */
   #fail(err: L4lbError): void {
     if (this.#termination === undefined) this.#reason = reasonOf(err);
@@ -436,9 +464,12 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     const front = this.#front;
     const client = front.client;
     const termination = this.#termination ?? 'client_close';
-    const bytesIn = client === front.raw ? client.bytesRead - front.headerBytes : client.bytesRead;
+    const bytesIn = this.#bytesIn();
     const counters = this.#counters;
-    if (counters !== undefined) counters.closed(bytesIn, client.bytesWritten);
+    if (counters !== undefined) {
+      this.#count(bytesIn, client.bytesWritten);
+      counters.closed();
+    }
     ctx.fds.give(this.#fds);
     this.#fds = 0;
     ctx.stats.terminated(termination);
@@ -446,26 +477,30 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     // Every finished connection gets a line; those that never reached a server at a bounded rate.
     if (ctx.accessLog !== null && (counters !== undefined || ctx.limiter.allow(ctx.accessLog, ctx.listener.name))) {
       const t = front.tls;
+      const failures = this.#upstream?.failures;
       logAccess(ctx.accessLog, {
         listener: ctx.listener.name,
         client: front.clientIp === '' ? null : formatEndpoint({ host: front.clientIp, port: front.clientPort }),
         sni: front.sni,
         pool: this.#pool.name,
-        server: this.#serverName(),
+        server: this.#serverName(termination),
         connect_ms: this.#connectMs,
         duration_ms: Math.round(performance.now() - this.#startedAt),
         bytes_in: bytesIn,
         bytes_out: client.bytesWritten,
         termination,
         ...(this.#reason !== undefined ? { reason: this.#reason } : {}),
+        ...(failures !== undefined && failures.length > 0 ? { tried: failures } : {}),
         ...(t !== null ? { alpn: t.alpn, ...(t.clientCn !== null ? { client_cn: t.clientCn } : {}) } : {}),
       });
     }
     ctx.onClosed(this);
   }
 
-  /** The server the connection reached; null when none was. */
-  #serverName(): string | null {
-    return this.#lease?.server.name ?? this.#cancelServer;
+  /** The server the connection reached (connect_failed: the last one tried); null when none was. */
+  #serverName(termination: Termination): string | null {
+    const reached = this.#lease?.server.name ?? this.#cancelServer;
+    if (reached !== null || termination !== 'connect_failed') return reached;
+    return this.#upstream?.failures.at(-1)?.server ?? null;
   }
 }

@@ -1,6 +1,7 @@
 /**
- * Per-listener counters, updated at connect and at close only (never per
- * chunk), and read by the metrics and status endpoints at scrape time. They
+ * Per-listener counters, updated at connect, at close and, for the bytes of
+ * open connections, by the listener's idle sweep (about once a second, never
+ * per chunk), and read by the metrics and status endpoints at scrape time. They
  * live in shared memory (src/shared/memory.ts): each serving thread adds to
  * its own row, and what is read is the sum over every thread, so one
  * /metrics shows one instance whatever the number of workers.
@@ -54,9 +55,9 @@ export interface ServerCounters {
   readonly total: number;
   /** Open now. */
   readonly active: number;
-  /** Client → server bytes of closed connections. */
+  /** Client → server bytes, of open connections too (as of the last sweep, about a second old). */
   readonly bytesIn: number;
-  /** Server → client bytes of closed connections. */
+  /** Server → client bytes, of open connections too (as of the last sweep). */
   readonly bytesOut: number;
 }
 
@@ -80,12 +81,20 @@ export class PairCounters implements ServerCounters {
     rows[this.#row + P_ACTIVE]! += 1;
   }
 
-  /** A connection that reached the server closed, having moved these bytes. */
-  closed(bytesIn: number, bytesOut: number): void {
+  /**
+   * A connection moved these bytes since it last said so: while it is open
+   * (the listener's sweep) and once more at close, so that what it adds over
+   * its life is exactly its bytes.
+   */
+  moved(bytesIn: number, bytesOut: number): void {
     const rows = this.#memory.pairRows;
-    rows[this.#row + P_ACTIVE]! -= 1;
     rows[this.#row + P_BYTES_IN]! += bytesIn;
     rows[this.#row + P_BYTES_OUT]! += bytesOut;
+  }
+
+  /** A connection that reached the server closed (its last bytes given to moved() first). */
+  closed(): void {
+    this.#memory.pairRows[this.#row + P_ACTIVE]! -= 1;
   }
 
   get total(): number {

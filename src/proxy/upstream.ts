@@ -19,12 +19,21 @@ import {
   LocalResourceError,
   NoServerError,
   localResourceCode,
+  reasonOf,
   type L4lbError,
 } from '../errors.js';
 import type { FdBudget } from '../net/fd-budget.js';
 import type { Pool, Server, ServerLease } from '../pool.js';
 import { backendConnectOptions } from '../tls/backend.js';
 import { ANSWER_NO, ANSWER_YES_SSL, SSL_REQUEST } from '../protocols/postgres/messages.js';
+
+/** A connect attempt that failed for the server's sake: the access line's `tried`. */
+export interface FailedAttempt {
+  /** The server's name (as in the `server` field and label). */
+  readonly server: string;
+  /** Why, as the `reason` field words it: `connect ECONNREFUSED`, `connect timeout after 3s`, `tls …`. */
+  readonly error: string;
+}
 
 export interface UpstreamOwner {
   /**
@@ -42,6 +51,8 @@ export interface UpstreamOwner {
 
 function noop(): void {}
 
+const NO_FAILURES: readonly FailedAttempt[] = Object.freeze([]);
+
 export class Upstream {
   readonly #pool: Pool;
   readonly #key: string;
@@ -52,6 +63,8 @@ export class Upstream {
   /** PostgreSQL: ask the server for TLS (SSLRequest, answer `S`) before TLS or the client's ClientHello. */
   readonly #sslRequest: boolean;
   #tried: Set<Server> | undefined;
+  /** Each failed attempt, in order (at most 1 + retries); made at the first failure. */
+  #failures: FailedAttempt[] | undefined;
   #attempts = 0;
   #socket: net.Socket | undefined;
   /** The TCP socket of the attempt (under the TLS one, when the pool re-encrypts). */
@@ -73,6 +86,11 @@ export class Upstream {
 
   start(): void {
     this.#next();
+  }
+
+  /** The attempts that failed for their server's sake, in order (empty when the first one connected). */
+  get failures(): readonly FailedAttempt[] {
+    return this.#failures ?? NO_FAILURES;
   }
 
   /** The connection ended first (the client left, shutdown): close the attempt under way. Idempotent. */
@@ -194,6 +212,7 @@ export class Upstream {
     const server = this.#lease!.server;
     this.#drop();
     this.#lastFailure = err;
+    (this.#failures ??= []).push({ server: server.name, error: reasonOf(err) });
     this.#pool.reportConnectFailure(server, err);
     (this.#tried ??= new Set()).add(server);
     if (this.#attempts <= this.#pool.model.retries) this.#next();
