@@ -23,8 +23,14 @@ export const DEFAULTS = Object.freeze({
   healthRise: 2,
   /** HAProxy's `fall` default: one lost probe on a busy network does not take a server out. */
   healthFall: 3,
-  /** A TCP connect (with send/expect if given): works for any server. (The design's TLS default for TLS pools comes with TLS probes.) */
+  /** A TCP connect (with send/expect if given): works for any server. */
   healthKind: 'tcp' as const,
+  /**
+   * For servers that speak TLS from the first byte: a full handshake and a
+   * close_notify. A bare connect to them makes the server log a failed
+   * handshake (`unexpected eof`) for every probe.
+   */
+  healthKindTls: 'tls' as const,
   /** GET, as Patroni's and most health endpoints expect. */
   healthHttpMethod: 'GET' as const,
   healthHttpPath: '/',
@@ -32,6 +38,8 @@ export const DEFAULTS = Object.freeze({
   healthHttpExpectStatus: Object.freeze([200]) as readonly number[],
   /** A role of its own, so the probes are easy to tell apart (and to grant nothing) in pg_hba.conf and the server's views. */
   healthPostgresUser: 'l4lb_probe',
+  /** What a greeting-first (smtp) server's first line must start with: SMTP's "service ready". */
+  healthSmtpExpect: '220',
   /** Off, as in HAProxy: ramping up is a choice for servers with cold caches. */
   slowStartMs: 0,
   /** Keep: a server marked down by probes may still be serving its open connections fine. */

@@ -45,7 +45,7 @@ function base(): any {
 
 /** Pool fields the test configurations leave at their defaults. */
 const poolDefaults = {
-  health: { intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, kind: 'tcp', port: null, send: null, expect: null, http: null, postgres: null },
+  health: { intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, kind: 'tcp', port: null, send: null, expect: null, http: null, postgres: null, mysql: null, redis: null, serversTls: false },
   slowStartMs: 0,
   onServerDown: 'keep',
   proxyProtocol: 'off',
@@ -253,12 +253,12 @@ const oneProblem: [string, (c: any) => void, string, string][] = [
   ['ipv6_prefix 0', (c) => (c.listeners[0].per_source = { max_connections: 1, ipv6_prefix: 0 }), 'listeners[0].per_source.ipv6_prefix', 'expected an integer between 1 and 128, got 0'],
   ['ipv6_prefix 129', (c) => (c.listeners[0].per_source = { ipv6_prefix: 129 }), 'listeners[0].per_source.ipv6_prefix', 'expected an integer between 1 and 128, got 129'],
   ['ipv6_prefix as CIDR text', (c) => (c.listeners[0].per_source = { ipv6_prefix: '/64' }), 'listeners[0].per_source.ipv6_prefix', 'expected an integer between 1 and 128, got "/64"'],
-  ['health kind not available yet', (c) => (c.pools[0].health = { kind: 'tls', http: {} }), 'pools[0].health.kind', 'expected one of tcp, http, postgres, got "tls"'],
+  ['health kind unknown', (c) => (c.pools[0].health = { kind: 'ssh', http: {} }), 'pools[0].health.kind', 'expected one of tcp, tls, http, postgres, mysql, redis, smtp, got "ssh"'],
   ['health port 0', (c) => (c.pools[0].health = { port: 0 }), 'pools[0].health.port', 'expected an integer between 1 and 65535, got 0'],
   ['health.http without kind http', (c) => (c.pools[0].health = { http: { path: '/primary' } }), 'pools[0].health.http', 'only used with kind: http, but kind is tcp'],
   ['health.postgres with kind http', (c) => (c.pools[0].health = { kind: 'http', postgres: {} }), 'pools[0].health.postgres', 'only used with kind: postgres, but kind is http'],
   ['health.send with kind http', (c) => (c.pools[0].health = { kind: 'http', send: 'PING' }), 'pools[0].health.send', 'only used with kind: tcp; kind http sends its own request'],
-  ['health.expect with kind postgres', (c) => (c.pools[0].health = { kind: 'postgres', expect: 'R' }), 'pools[0].health.expect', 'only used with kind: tcp; kind postgres sends its own request'],
+  ['health.expect with kind postgres', (c) => (c.pools[0].health = { kind: 'postgres', expect: 'R' }), 'pools[0].health.expect', 'only used with kinds tcp and smtp; kind postgres judges its own reply'],
   ['health.http.method POST', (c) => (c.pools[0].health = { kind: 'http', http: { method: 'POST' } }), 'pools[0].health.http.method', 'expected one of GET, HEAD, OPTIONS, got "POST"'],
   [
     'health.http.path without "/"',

@@ -14,9 +14,9 @@ import net from 'node:net';
 import t, { type Test } from 'tap';
 import { parse } from 'yaml';
 import type { StatusDoc } from '../src/admin/status.js';
-import { POOL_FIELDS, compareFields } from '../src/config/diff-fields.js';
+import { POOL_FIELDS, compareFields, type PoolJson } from '../src/config/diff-fields.js';
 import { buildModel } from '../src/config/load.js';
-import { modelToJson } from '../src/config/model-json.js';
+import { modelToJson, redactModel } from '../src/config/model-json.js';
 import { planProbe, probe, type ProbeOptions } from '../src/health/probe.js';
 import { MSG_AUTHENTICATION, MSG_READY_FOR_QUERY, errorResponse } from '../src/protocols/postgres/messages.js';
 import type { Server } from '../src/pool.js';
@@ -231,6 +231,27 @@ t.test('the reload preview names a changed kind, port, request and login', async
     'health.http: GET /primary [200] Host: db → none',
     'health.postgres: none → user l4lb_probe, database postgres',
   ]);
+});
+
+t.test('the reload preview names a changed mysql user and redis password file, a changed password by its MAC only', async (t) => {
+  const dir = t.testdir({ 'a.pw': 'first secret\n', 'b.pw': 'second secret\n' });
+  const pool = (health: Record<string, unknown>) => ({
+    listeners: [{ name: 'l', bind: '127.0.0.1:0', pool: 'p' }],
+    pools: [{ name: 'p', servers: [{ address: '127.0.0.1:6379' }], health }],
+  });
+  const key = Buffer.alloc(32, 1);
+  const json = async (health: Record<string, unknown>) => redactModel(await buildModel(pool(health)), key).pools[0]!;
+  const fields = (a: PoolJson, b: PoolJson) => compareFields(a, b, POOL_FIELDS).map((c) => `${c.field}: ${c.from} → ${c.to}`);
+  const anon = await json({ kind: 'mysql' });
+  const user = await json({ kind: 'mysql', mysql: { user: 'l4lb_probe' } });
+  t.same(fields(anon, user), ['health.mysql: greeting only → user l4lb_probe']);
+  const a = await json({ kind: 'redis', redis: { password_file: `${dir}/a.pw` } });
+  const b = await json({ kind: 'redis', redis: { password_file: `${dir}/b.pw` } });
+  const changes = fields(a, b);
+  t.equal(changes.length, 1);
+  t.match(changes[0], /^health\.redis: AUTH from \S+a\.pw <redacted [0-9a-f]{8}> → AUTH from \S+b\.pw <redacted [0-9a-f]{8}>$/);
+  t.notOk(changes[0]!.includes('secret'), 'no password in the preview');
+  t.same(fields(user, a), ['health.kind: mysql → redis', 'health.mysql: user l4lb_probe → none', `health.redis: none → AUTH from ${dir}/a.pw ${/<redacted [0-9a-f]{8}>/.exec(changes[0]!)![0]}`]);
 });
 
 // ---------------------------------------------------------------------------

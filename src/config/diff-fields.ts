@@ -197,7 +197,15 @@ export const POOL_FIELDS: readonly Field<PoolJson>[] = [
   { key: 'health.port', get: (p) => p.health?.port, show: known((port: number | null) => (port === null ? "the server's" : String(port))) },
   { key: 'health.http', get: (p) => p.health?.http, show: known(formatHttpProbe) },
   { key: 'health.postgres', get: (p) => p.health?.postgres, show: known(formatPostgresProbe) },
+  { key: 'health.mysql', get: (p) => p.health?.mysql, show: known((m: NonNullable<PoolJson['health']['mysql']> | null) => (m === null ? 'none' : m.user === null ? 'greeting only' : `user ${m.user}`)) },
+  { key: 'health.redis', get: (p) => p.health?.redis, show: known(formatRedisProbe) },
 ];
+
+/** `AUTH from FILE <redacted …>` (the password by its MAC only), `PING only`; `none` for another kind. */
+function formatRedisProbe(r: NonNullable<PoolJson['health']['redis']> | null): string {
+  if (r === null) return 'none';
+  return r.passwordFile === null ? 'PING only' : `AUTH from ${r.passwordFile} ${formatBytes(r.password)}`;
+}
 
 /** `GET /primary [200]`, with the Host header when one is set; `none` for another kind. */
 function formatHttpProbe(h: NonNullable<PoolJson['health']['http']> | null): string {

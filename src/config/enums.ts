@@ -12,8 +12,8 @@ export const BALANCES = ['least_conn', 'source_hash', 'round_robin', 'random_two
 export const ON_SERVER_DOWN = ['keep', 'close'] as const;
 /** `pools[].proxy_protocol`. */
 export const PROXY_PROTOCOL_VERSIONS = ['off', 'v1', 'v2'] as const;
-/** `pools[].health.kind`: the probes l4lb has (the design's tls, mysql and redis come later). */
-export const HEALTH_KINDS = ['tcp', 'http', 'postgres'] as const;
+/** `pools[].health.kind`: how a server is probed (src/health/kinds/). */
+export const HEALTH_KINDS = ['tcp', 'tls', 'http', 'postgres', 'mysql', 'redis', 'smtp'] as const;
 /** `pools[].health.http.method`: requests without a body, that change nothing on the server. */
 export const HEALTH_HTTP_METHODS = ['GET', 'HEAD', 'OPTIONS'] as const;
 /** `listeners[].tls.mode`. */

@@ -21,6 +21,7 @@ import { checkBinds } from './sections/binds.js';
 import { Check, asObject } from './sections/context.js';
 import { normaliseListeners } from './sections/listener.js';
 import { checkCertificates } from './sections/listener-tls.js';
+import { settleServersTls } from './sections/health.js';
 import { normalisePools } from './sections/pool.js';
 import { checkPoolTls } from './sections/pool-tls.js';
 import { normaliseLog, normalisePrivilegeDrop, normaliseWorkers } from './sections/top.js';
@@ -133,6 +134,8 @@ async function checkModel(raw: unknown): Promise<{ problems: ConfigProblem[]; mo
   const admin = normaliseAdmin(check, root.admin, root);
   const privileges = normalisePrivilegeDrop(check, root);
   await check.settled();
+  // Whether a pool's servers speak TLS (its default probe kind) depends on the listeners that reach it.
+  settleServersTls(pools.pools, listeners.listeners.map((d) => d.value));
   // Skipped where a file was already reported unreadable.
   await checkCertificates(check, listeners.terminating);
   await checkPoolTls(check, pools.tls);

@@ -38,12 +38,23 @@ export interface HealthModel {
   readonly port: number | null;
   /** kind tcp: payload sent after connect; null = plain TCP connect check. */
   readonly send: Buffer | null;
-  /** kind tcp: the reply must start with these bytes; null = connect is enough. */
+  /** kind tcp: the reply must start with these bytes; null = connect is enough. kind smtp: the greeting's start; null = `220`. */
   readonly expect: Buffer | null;
   /** kind http: the request and the statuses that mean up; null for other kinds. */
   readonly http: HealthHttpModel | null;
   /** kind postgres: whom the StartupMessage names; null for other kinds. */
   readonly postgres: HealthPostgresModel | null;
+  /** kind mysql: the login; null for other kinds. */
+  readonly mysql: HealthMysqlModel | null;
+  /** kind redis: the AUTH password; null for other kinds. */
+  readonly redis: HealthRedisModel | null;
+  /**
+   * The servers speak TLS from the first byte: the pool has `tls`, or a
+   * passthrough listener reaches it (and no `protocol: postgres` listener,
+   * whose TLS starts after an SSLRequest). Decides the default kind (tls),
+   * and kinds http, redis and smtp then talk TLS on the server's own port.
+   */
+  readonly serversTls: boolean;
 }
 
 export type HealthKind = (typeof HEALTH_KINDS)[number];
@@ -61,6 +72,18 @@ export interface HealthHttpModel {
 export interface HealthPostgresModel {
   readonly user: string;
   readonly database: string;
+}
+
+export interface HealthMysqlModel {
+  /** Logs in as this user (no password) and leaves with COM_QUIT; null = read the greeting and close (the server logs an aborted connection). */
+  readonly user: string | null;
+}
+
+export interface HealthRedisModel {
+  /** Where the password was read from; null = no AUTH. */
+  readonly passwordFile: string | null;
+  /** The file's first line, read when the configuration loads (redacted in GET /config, never logged); null = no AUTH. */
+  readonly password: Buffer | null;
 }
 
 export type OnServerDown = (typeof ON_SERVER_DOWN)[number];

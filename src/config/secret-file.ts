@@ -1,5 +1,6 @@
 /**
- * Reading secret files: private keys, certificates, CAs and the admin token.
+ * Reading secret files: private keys, certificates, CAs, the admin token and
+ * probe passwords.
  * Every such read goes through here, so what happens after a privilege drop
  * (`user:`) is decided in one place:
  *
@@ -191,6 +192,8 @@ export function secretFiles(model: Model): Array<{ readonly path: string; readon
     if (t.clientCa !== null) out.push({ path: `listeners[${i}].tls.client_ca`, file: t.clientCa });
   }
   for (const [i, p] of model.pools.entries()) {
+    const pw = p.health.redis?.passwordFile;
+    if (pw != null) out.push({ path: `pools[${i}].health.redis.password_file`, file: pw });
     const t = p.tls;
     if (t === null) continue;
     if (t.ca !== null) out.push({ path: `pools[${i}].tls.ca`, file: t.ca });

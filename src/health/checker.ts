@@ -4,7 +4,9 @@
  * same millisecond. After a failure the next probe comes sooner (HAProxy's
  * fastinter), so a dead server is found within about `fall × timeout`. A
  * real client connect that fails counts as a failed check and brings the
- * next probe forward. Servers in `maint` are not probed.
+ * next probe forward. Servers in `maint` are not probed. A probe that passes
+ * but that the server still logs (a mysql probe without a user, a refused
+ * login) is warned about once per server, not once per probe.
  */
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -35,6 +37,8 @@ interface Slot {
   /** When `timer` fires (performance.now() ms). */
   dueAt: number;
   inFlight: boolean;
+  /** The last note warned about (a passing probe the server logs as a problem), so each is warned once. */
+  note: string | undefined;
 }
 
 export class HealthChecker {
@@ -65,7 +69,7 @@ export class HealthChecker {
   start(): void {
     this.#pool.onConnectFailure((server, reason) => this.recordPassiveFailure(server, reason));
     for (const server of this.#pool.servers) {
-      const slot: Slot = { timer: undefined, dueAt: 0, inFlight: false };
+      const slot: Slot = { timer: undefined, dueAt: 0, inFlight: false, note: undefined };
       this.#slots.set(server, slot);
       this.#schedule(server, slot, Math.random() * START_SPREAD_MS);
     }
@@ -120,7 +124,8 @@ export class HealthChecker {
       return;
     }
     slot.inFlight = true;
-    const plan = planProbe(health, server.address);
+    // The pool's TLS to its servers (built by Pool.start()): kind tls and TLS servers' probes verify as clients do.
+    const plan = planProbe(health, server.address, this.#pool.tlsOptions);
     const running = probe(plan.target, {
       ...plan.options,
       timeoutMs: health.timeoutMs,
@@ -146,6 +151,7 @@ export class HealthChecker {
       return;
     }
     server.checkDurationMs = result.latencyMs;
+    this.#noteOnce(server, slot, result);
     this.#record(server, { ok: result.ok, reason: result.reason, latencyMs: result.latencyMs, at: Date.now(), source: 'active' });
     // Failing but not yet down: look again soon, so `fall` is reached quickly.
     const next = server.health.failing ? this.#fastIntervalMs() : jitter(health.intervalMs);
@@ -159,6 +165,13 @@ export class HealthChecker {
     const fields = { pool: this.#pool.name, server: server.name, address: server.address.text, check: check.source };
     if (flip === 'down') this.#logger.warn({ ...fields, reason: check.reason }, 'server down');
     else this.#logger.info({ ...fields, latency_ms: check.latencyMs }, 'server up');
+  }
+
+  /** A passing probe the server still logs (a refused login, a probe without a user): warned once per server, again only if the note changes. */
+  #noteOnce(server: Server, slot: Slot, result: ProbeResult): void {
+    if (!result.ok || result.note === slot.note) return;
+    slot.note = result.note;
+    if (result.note !== undefined) this.#logger.warn({ pool: this.#pool.name, server: server.name, note: result.note }, 'health probe passes, but the server logs it');
   }
 
   #localSkip(server: Server, result: ProbeResult): void {

@@ -2,12 +2,14 @@
  * kind http: one HTTP/1.1 request, judged by the status code alone. Made for
  * REST health endpoints such as Patroni's (`GET /primary` answers 200 on the
  * leader and 503 elsewhere, `/replica` the reverse). Only the status line is
- * read, at most {@link MAX_STATUS_LINE_BYTES}; the body is never waited for,
- * and the socket is dropped as soon as the status is known.
+ * read, at most {@link MAX_STATUS_LINE_BYTES}; the body is never waited for:
+ * once the status is known the probe ends its side (a FIN, or close_notify
+ * over TLS) and drops the rest while the server closes (`Connection:
+ * close`), so the server never writes into a reset connection.
  */
 import type net from 'node:net';
 import type { Endpoint, HealthHttpModel } from '../../config/model.js';
-import { OK, describeReply, fail, type Conversation, type Verdict } from './conversation.js';
+import { LEAVE, describeReply, fail, type Conversation, type Verdict } from './conversation.js';
 
 /** The request of an http probe, its Host header decided. */
 export interface HttpProbeRequest {
@@ -42,7 +44,7 @@ export function httpConversation(request: HttpProbeRequest): Conversation {
   let received: Buffer = Buffer.alloc(0);
   return {
     start(socket: net.Socket): Verdict | undefined {
-      // Connection: close asks the server to end too; the probe does not wait for it.
+      // Connection: close: the server ends the connection after its answer.
       socket.write(
         `${what} HTTP/1.1\r\nHost: ${request.host}\r\nUser-Agent: l4lb-health\r\nAccept: */*\r\nConnection: close\r\n\r\n`,
         'latin1',
@@ -59,7 +61,9 @@ export function httpConversation(request: HttpProbeRequest): Conversation {
       const m = STATUS_LINE.exec(line);
       if (m === null) return fail(describeReply(`malformed http status line from ${what}`, received));
       const status = Number(m[1]);
-      return request.expectStatus.includes(status) ? OK : fail(`http status ${status} from ${what}`);
+      return request.expectStatus.includes(status)
+        ? { ok: true, reason: '', farewell: LEAVE }
+        : { ok: false, reason: `http status ${status} from ${what}`, farewell: LEAVE };
     },
     closed(): Verdict {
       return fail(describeReply(`connection closed before the http status line from ${what}`, received));
