@@ -10,11 +10,17 @@ export const DEFAULTS = Object.freeze({
   retries: 2,
   /** Least connections is the safe general choice for long-lived L4 sessions. */
   balance: 'least_conn' as const,
+  /** least_time's measure: connect is known for every server, whatever it speaks. */
+  leastTimeMeasure: 'connect' as const,
   weight: 1,
   logLevel: 'info' as const,
   accessLog: true,
   /** How long SIGTERM waits for open connections before closing them. */
   drainTimeoutMs: 30_000,
+  /** After SIGTERM, keep accepting this long while /ready says 503: off unless a VRRP/BGP health check needs time to withdraw the address. */
+  graceMs: 0,
+  /** Server host names are asked again this often (shorter when the answer's TTL is): cloud endpoints and Kubernetes services change within minutes. */
+  dnsIntervalMs: 30_000,
   /** HAProxy's `inter` default: a dead server is noticed within seconds without flooding it with probes. */
   healthIntervalMs: 2_000,
   /** Half the interval, so a slow probe ends before the next one is due. */

@@ -30,6 +30,7 @@ export const ERROR_CODES = [
   'L4LB_TLS_REQUIRED',
   'L4LB_POSTGRES_PROTOCOL',
   'L4LB_CLIENT_SILENT',
+  'L4LB_DNS_FAILED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -40,6 +41,16 @@ export class L4lbError extends Error {
     super(message, options);
     this.name = new.target.name;
     this.code = code;
+  }
+}
+
+/** A server's host name did not resolve (an error, or an answer without addresses); the last good addresses stay. */
+export class DnsError extends L4lbError {
+  /** The resolver's own code (ENOTFOUND, ESERVFAIL, ETIMEOUT...), or EMPTY for an answer without addresses. */
+  readonly reason: string;
+  constructor(host: string, reason: string, cause?: unknown) {
+    super('L4LB_DNS_FAILED', `cannot resolve host "${host}" (${reason})`, cause === undefined ? undefined : { cause });
+    this.reason = reason;
   }
 }
 

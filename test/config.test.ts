@@ -50,6 +50,7 @@ const poolDefaults = {
   onServerDown: 'keep',
   proxyProtocol: 'off',
   tls: null,
+  leastTime: { measure: 'connect' },
 } as const;
 
 /** Listener fields the test configurations leave at their defaults. */
@@ -73,6 +74,8 @@ const expectedModel: Model = {
   warnings: [],
   user: null,
   group: null,
+  grace: 0,
+  dns: { servers: [], intervalMs: 30_000 },
   log: { level: 'debug', access: false },
   listeners: [
     { name: 'postgres', bind: { host: '127.0.0.1', port: 0, text: '127.0.0.1:0' }, pool: 'pg', timeouts: { idleMs: 1_800_000, handshakeMs: 5000 }, ...listenerDefaults },
@@ -149,6 +152,8 @@ t.test('a minimal configuration gets every default', async (t) => {
     warnings: [],
     user: null,
     group: null,
+    grace: 0,
+    dns: { servers: [], intervalMs: 30_000 },
     log: { level: 'info', access: true },
     workers: availableParallelism(),
     listeners: [{ name: 'l', bind: { host: '::1', port: 0, text: '[::1]:0' }, pool: 'p', timeouts: { idleMs: 3_600_000, handshakeMs: 5000 }, ...listenerDefaults }],
@@ -347,15 +352,27 @@ t.test('hostnames are resolved when the configuration is loaded', async (t) => {
   t.not(isIP(model.listeners[1]!.bind.host), 0);
 });
 
-t.test('an unresolvable host is reported with its path', async (t) => {
+// Changed with issue 16 (server names that follow DNS): an unresolvable server name no longer makes the file
+// invalid; the server starts unresolved and the running l4lb asks again every dns.interval.
+t.test('an unresolvable server host is a warning with its path, and the server starts unresolved', async (t) => {
   const c = base();
   c.pools[0].servers[1].address = 'db1.invalid:5432';
   c.pools[1].servers[0].address = 'db1.invalid:6379';
+  const model = await buildModel(c);
+  const warned = model.warnings.filter((w) => /cannot resolve host "db1\.invalid"/.test(w));
+  t.equal(warned.length, 2);
+  t.match(warned[0], /^pools\[0\]\.servers\[1\]\.address: /);
+  t.match(warned[1], /^pools\[1\]\.servers\[0\]\.address: /);
+  t.notOk(model.pools[0]!.servers.some((s) => s.address.text === 'db1.invalid:5432'), 'no server until it resolves');
+  t.same(model.pools[0]!.hostnames?.map((h) => [h.name, h.addresses.length]), [['db1.invalid:5432', 0]]);
+});
+
+t.test('a malformed server host name is still a problem', async (t) => {
+  const c = base();
+  c.pools[0].servers[1].address = 'db_1..invalid:5432';
   const problems = await problemsOf(c);
-  t.equal(problems.length, 2);
+  t.equal(problems.length, 1);
   t.equal(problems[0]!.path, 'pools[0].servers[1].address');
-  t.match(problems[0]!.message, /^cannot resolve host "db1\.invalid" \(\w+\)$/);
-  t.equal(problems[1]!.path, 'pools[1].servers[0].address');
 });
 
 t.test('files that cannot be read or parsed give ConfigReadError', async (t) => {

@@ -199,6 +199,19 @@ export function createMetricsRegistry(source: AdminSource): Registry {
   });
 
   new Counter({
+    name: 'l4lb_dns_failures_total',
+    help: 'Failed or empty answers for a server\'s host name (the server kept its last good addresses), by pool and server as configured.',
+    labelNames: ['pool', 'server'] as const,
+    registers,
+    collect() {
+      this.reset();
+      // Every host-name server is listed from the start, so a rate() has its zero.
+      for (const p of source.model?.pools ?? []) for (const h of p.hostnames ?? []) this.inc({ pool: p.name, server: h.name }, 0);
+      for (const f of source.dnsFailures?.values() ?? []) this.inc({ pool: f.pool, server: f.server }, f.count);
+    },
+  });
+
+  new Counter({
     name: 'l4lb_worker_restarts_total',
     help: 'Worker threads that died and were replaced (their own connections were lost).',
     registers,

@@ -2,7 +2,9 @@
  * The admin HTTP server (node:http): health, Prometheus metrics, JSON and
  * HTML status, the running configuration, and the state-changing call.
  *
- *     GET  /healthz                                200 "ok" while serving, 503 "draining" once stopping
+ *     GET  /healthz                                200 "ok" while serving (grace included), 503 "draining" once draining
+ *     GET  /ready                                  200 "ready" while accepting with an up server in each listener's
+ *                                                  pool; 503 with the reasons otherwise and from a stop signal on
  *     GET  /metrics                                Prometheus text format
  *     GET  /status                                 JSON (see status.ts)
  *     GET  /                                       HTML status page
@@ -38,7 +40,7 @@ import { hostAllowed, listenHostsOf } from './host-guard.js';
 import { CLOSE, HTML_HEADERS, HttpError, answerClientError, decodePathSegment, methodNotAllowed, readBody, send, sendJson } from './http.js';
 import { createMetricsRegistry } from './metrics.js';
 import { renderStatusPage } from './page.js';
-import { buildStatus, type AdminSource } from './status.js';
+import { buildStatus, readiness, type AdminSource } from './status.js';
 
 /** Largest request body accepted (the state call's body is a few bytes). */
 export const MAX_BODY_BYTES = 4096;
@@ -275,9 +277,17 @@ export class AdminServer {
     switch (path) {
       case '/healthz': {
         if (!read) throw methodNotAllowed('GET, HEAD');
-        const serving = this.#source.phase === 'running';
+        // During the grace the process still serves (alive); only readiness is withdrawn.
+        const serving = this.#source.phase === 'running' || this.#source.phase === 'stopping';
         const body = serving ? 'ok' : this.#source.phase === 'created' ? 'starting' : 'draining';
         send(res, serving ? 200 : 503, 'text/plain; charset=utf-8', body);
+        return;
+      }
+      case '/ready': {
+        // No token: health checkers (keepalived, ExaBGP) read it, and it says no more than /status.
+        if (!read) throw methodNotAllowed('GET, HEAD');
+        const r = readiness(this.#source);
+        send(res, r.ready ? 200 : 503, 'text/plain; charset=utf-8', r.ready ? 'ready\n' : `not ready: ${r.reasons.join('; ')}\n`);
         return;
       }
       case '/metrics': {
@@ -316,7 +326,7 @@ export class AdminServer {
       await this.#setState(req, res, decodePathSegment(parts[2]!), decodePathSegment(parts[4]!));
       return;
     }
-    throw new HttpError(404, 'not found; try /status, /config, /metrics, /healthz or POST /pools/POOL/servers/SERVER/state');
+    throw new HttpError(404, 'not found; try /status, /config, /metrics, /healthz, /ready or POST /pools/POOL/servers/SERVER/state');
   }
 
   /** POST /pools/POOL/servers/SERVER/state. Bodies are not read before the caller is known. */

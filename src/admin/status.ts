@@ -10,7 +10,7 @@ import type { Model, RouteModel } from '../config/model.js';
 
 /** What the admin server reads: the running App, or whatever replaces it on reload. */
 export interface AdminSource {
-  /** `running` until a stop begins; `/healthz` answers 503 from `draining` on. */
+  /** `running` until a stop begins (`stopping` during the grace); `/healthz` answers 503 from `draining` on, `/ready` from `stopping` on. */
   readonly phase: string;
   readonly pools: ReadonlyMap<string, Pool>;
   readonly listeners: readonly Listener[];
@@ -24,6 +24,8 @@ export interface AdminSource {
   readonly workerRestarts?: number;
   /** Pools a reload removed whose servers still have open connections. */
   readonly removedPools?: readonly Pool[];
+  /** Failed lookups of servers' host names, by pool and server as configured (l4lb_dns_failures_total). */
+  readonly dnsFailures?: ReadonlyMap<string, { readonly pool: string; readonly server: string; readonly count: number }>;
 }
 
 export interface LastCheckStatus {
@@ -45,7 +47,8 @@ export interface ServerStatus {
    * Health; `removed`: a reload removed the server (or its pool) and its
    * open connections (`active`) are finishing; listed until the last closes.
    */
-  readonly state: 'up' | 'down' | 'removed';
+  /** `unresolved`: a host name that has not resolved yet (no probes, never picked; asked again every dns.interval). */
+  readonly state: 'up' | 'down' | 'removed' | 'unresolved';
   /** The operator's state. */
   readonly admin: AdminState;
   /** Configured weight. */
@@ -194,13 +197,31 @@ export function buildStatus(source: AdminSource, now = Date.now()): StatusDoc {
   // A server added back takes its old slot (and counts its connections there): it is listed once, as configured.
   const live = new Set([...source.pools.values()].flatMap((p) => p.servers.map((s) => s.slot)).filter((slot) => slot >= 0));
   const draining = (list: readonly Server[]): ServerStatus[] => list.filter((s) => s.active > 0 && !live.has(s.slot)).map((s) => server(s, true));
+  const unresolved = (p: Pool): ServerStatus[] =>
+    (p.model.hostnames ?? [])
+      .filter((h) => h.addresses.length === 0)
+      .map((h) => ({
+        name: h.name,
+        address: h.text,
+        backup: h.backup,
+        state: 'unresolved',
+        admin: 'ready',
+        weight: h.weight,
+        effective_weight: 0,
+        active: 0,
+        total: 0,
+        connect_failures: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        last_check: null,
+      }));
   const pools = [...source.pools.values()].map(
     (p): PoolStatus => ({
       name: p.name,
       balance: p.model.balance,
       listeners: reachedFrom.get(p.name) ?? [],
       removed: false,
-      servers: [...p.servers.map((s) => server(s, false)), ...draining(p.removedServers())],
+      servers: [...p.servers.map((s) => server(s, false)), ...unresolved(p), ...draining(p.removedServers())],
     }),
   );
   for (const p of source.removedPools ?? []) {
@@ -208,4 +229,37 @@ export function buildStatus(source: AdminSource, now = Date.now()): StatusDoc {
     if (servers.length > 0) pools.push({ name: p.name, balance: p.model.balance, listeners: [], removed: true, servers });
   }
   return { phase: source.phase, time: new Date(now).toISOString(), workers: source.threads ?? 1, worker_restarts: source.workerRestarts ?? 0, listeners, pools };
+}
+
+/** What `GET /ready` answers: ready, or every reason it is not. */
+export interface Readiness {
+  readonly ready: boolean;
+  /** Empty when ready; else one sentence per reason, e.g. `no up server in pool pg`. */
+  readonly reasons: readonly string[];
+}
+
+/**
+ * Readiness for route health checks (keepalived, ExaBGP): running (not
+ * starting, not in the grace or the drain of a stop), every listener
+ * accepting, and in every listener's default pool a server that is up and
+ * ready (not drain or maint). Routed pools are not required: a listener
+ * with its default pool up still serves. Server state is the main thread's,
+ * which decides it for every thread.
+ */
+export function readiness(source: AdminSource): Readiness {
+  if (source.phase !== 'running') {
+    return { ready: false, reasons: [source.phase === 'created' ? 'starting' : `shutting down (${source.phase})`] };
+  }
+  const reasons: string[] = [];
+  const pools = new Set<string>();
+  for (const l of source.listeners) {
+    if ((l.address() as net.AddressInfo | null) === null) reasons.push(`listener ${l.model.name} is not accepting`);
+    pools.add(l.model.pool);
+  }
+  for (const name of pools) {
+    const pool = source.pools.get(name);
+    if (pool === undefined) reasons.push(`no pool ${name}`);
+    else if (!pool.servers.some((s) => s.usable)) reasons.push(`no up server in pool ${name}`);
+  }
+  return { ready: reasons.length === 0, reasons };
 }

@@ -16,6 +16,8 @@ interface CheckOptions {
   config: string;
   diff?: string;
   tokenFile?: string;
+  /** false with --no-resolve. */
+  resolve: boolean;
 }
 
 /** Adds `check` to `program`. */
@@ -32,24 +34,27 @@ export function addCheckCommand(program: Command): void {
       '--token-file <file>',
       "with --diff: file holding the admin token (default: L4LB_ADMIN_TOKEN, else the checked file's admin.token_file)",
     )
+    .option('--no-resolve', "don't look up servers' host names (CI without DNS): only their form is checked")
     .addHelpText(
       'after',
       '\nExamples:\n  $ l4lb check --config /etc/l4lb/l4lb.yaml && systemctl reload l4lb\n  $ l4lb check --config /etc/l4lb/l4lb.yaml --diff http://127.0.0.1:9900',
     )
     .action(async (opts: CheckOptions) => {
-      const model = await checkFile(opts.config);
+      const model = await checkFile(opts.config, opts.resolve);
       if (model !== null && opts.diff !== undefined) await previewReload(model, opts.config, opts.diff, opts.tokenFile);
     });
 }
 
 /** Loads the file and prints its warnings and a one-line summary; null (exit code 1) when it is invalid. */
-async function checkFile(file: string): Promise<Model | null> {
+async function checkFile(file: string, resolve: boolean): Promise<Model | null> {
   try {
-    const model = await loadConfig(file);
+    const model = await loadConfig(file, { resolve });
     for (const w of model.warnings) process.stderr.write(`warning: ${w}\n`);
     // user: which secret files the dropped user cannot re-read (reloads keep the copy read at start).
     for (const w of rereadWarnings(model, file)) process.stderr.write(`warning: ${w}\n`);
-    const servers = model.pools.reduce((n, p) => n + p.servers.length, 0);
+    const names = model.pools.reduce((n, p) => n + (p.hostnames?.length ?? 0), 0);
+    if (!resolve && names > 0) process.stderr.write(`note: ${names} server host name${names === 1 ? '' : 's'} not looked up (--no-resolve)\n`);
+    const servers = model.pools.reduce((n, p) => n + p.servers.length + (p.hostnames ?? []).filter((h) => h.addresses.length === 0).length, 0);
     process.stdout.write(
       `${file}: ok (${model.listeners.length} listener${model.listeners.length === 1 ? '' : 's'}, ` +
         `${model.pools.length} pool${model.pools.length === 1 ? '' : 's'}, ${servers} server${servers === 1 ? '' : 's'})\n`,

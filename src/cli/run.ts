@@ -43,9 +43,11 @@ export function addRunCommand(program: Command): void {
       `
 Signals:
   SIGHUP           reload the configuration and re-read certificates (during start: once started)
-  SIGTERM, SIGINT  stop accepting, let open connections finish up to --drain-timeout, exit 0
-                   (a second signal closes everything at once; during start: stop once started,
-                   a second one exits at once)
+  SIGTERM, SIGINT  GET /ready answers 503 at once; listeners keep accepting for the configured
+                   grace (default 0s); then stop accepting, let open connections finish up to
+                   --drain-timeout, exit 0 (a second signal during the grace starts the drain at
+                   once, otherwise it closes everything at once; during start: stop once
+                   started, a second one exits at once)
 
 Example:
   $ l4lb run --config conf/demo.yaml`,
@@ -136,11 +138,12 @@ async function run(configFile: string, drainMs: number): Promise<void> {
   attachSignals({
     logger,
     stop: async () => {
-      // The exit comes within the drain timeout and a small margin, whatever holds on (a safety net: the stop's own steps are bounded).
+      // The exit comes within the grace, the drain timeout and a small margin, whatever holds on (a safety net: the stop's own steps are bounded).
+      const graceMs = app.model.grace;
       const late = setTimeout(() => {
-        logger.warn({ drain_timeout_ms: drainMs, waited_ms: drainMs + STOP_MARGIN_MS }, 'stop is taking longer than the drain timeout: exiting now');
+        logger.warn({ grace_ms: graceMs, drain_timeout_ms: drainMs, waited_ms: graceMs + drainMs + STOP_MARGIN_MS }, 'stop is taking longer than the drain timeout: exiting now');
         void root.close().then(() => process.exit(0));
-      }, drainMs + STOP_MARGIN_MS);
+      }, graceMs + drainMs + STOP_MARGIN_MS);
       // Not awaited: the drain starts now, not once systemd-notify has run.
       void sdNotify({ STOPPING: '1', STATUS: 'draining' }, notifyFailed);
       await app.stop(drainMs);
@@ -151,6 +154,7 @@ async function run(configFile: string, drainMs: number): Promise<void> {
     },
     // Every session (also on listeners a reload retired), probes, the admin server: the graceful stop then ends at once.
     forceStop: () => void app.destroy(),
+    skipGrace: () => app.skipGrace(),
     reload: async () => {
       await sdNotify({ RELOADING: '1', STATUS: 'reloading' }, notifyFailed);
       const ok = await reloadFromFile(app, configFile, logger);

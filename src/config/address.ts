@@ -1,7 +1,7 @@
 /**
- * Addresses in the configuration: `host:port` or `[v6]:port`. Hostnames are
- * resolved once, when the configuration is loaded, so a typo shows up in
- * `l4lb check` instead of at the first connection.
+ * Addresses in the configuration: `host:port` or `[v6]:port`. Host names of
+ * binds are resolved once, when the configuration is loaded; servers' host
+ * names are resolved by src/dns/ (at load, and again while l4lb runs).
  */
 
 import { promises as dns } from 'node:dns';

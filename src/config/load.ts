@@ -12,6 +12,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { parseDocument } from 'yaml';
+import { DnsResolver } from '../dns/resolver.js';
 import { ConfigError, ConfigReadError, describe, type ConfigProblem } from '../errors.js';
 import { jsonErrorOffset, positionOf } from './json-position.js';
 import type { Model } from './model.js';
@@ -19,12 +20,12 @@ import { checkSchema } from './schema-check.js';
 import { normaliseAdmin } from './sections/admin.js';
 import { checkBinds } from './sections/binds.js';
 import { Check, asObject } from './sections/context.js';
-import { normaliseListeners } from './sections/listener.js';
+import { checkGeoip, normaliseListeners } from './sections/listener.js';
 import { checkCertificates } from './sections/listener-tls.js';
 import { settleServersTls } from './sections/health.js';
 import { normalisePools } from './sections/pool.js';
 import { checkPoolTls } from './sections/pool-tls.js';
-import { normaliseLog, normalisePrivilegeDrop, normaliseWorkers } from './sections/top.js';
+import { normaliseDns, normaliseGrace, normaliseLog, normalisePrivilegeDrop, normaliseWorkers } from './sections/top.js';
 
 /** Larger files are refused unread: a real configuration is a few kilobytes. */
 const MAX_FILE_BYTES = 4 * 1024 * 1024;
@@ -38,8 +39,14 @@ const MAX_PROBLEMS = 100;
  * @throws ConfigReadError when the file cannot be read or parsed.
  * @throws ConfigError listing every problem when the content is invalid.
  */
-export async function loadConfig(file: string): Promise<Model> {
-  return buildModel(await readConfig(file), file);
+export async function loadConfig(file: string, options: LoadOptions = {}): Promise<Model> {
+  return buildModel(await readConfig(file), file, options);
+}
+
+/** How a load treats server host names. */
+export interface LoadOptions {
+  /** false: no lookup at all (`l4lb check --no-resolve`, CI without DNS); every host-name server is unresolved. Default: true. */
+  readonly resolve?: boolean;
 }
 
 /**
@@ -109,10 +116,10 @@ function parseYaml(file: string, text: string): unknown {
  * @param file - named in the error message only.
  * @throws ConfigError listing every problem found; never anything else.
  */
-export async function buildModel(raw: unknown, file?: string): Promise<Model> {
+export async function buildModel(raw: unknown, file?: string, options: LoadOptions = {}): Promise<Model> {
   let result: { problems: ConfigProblem[]; model: Model };
   try {
-    result = await checkModel(raw);
+    result = await checkModel(raw, options);
   } catch (err) {
     // A bug here must still look like a rejected configuration, so a reload keeps running on the old one.
     throw new ConfigError([{ path: '', message: `internal error while checking the configuration: ${describe(err)}` }], file);
@@ -124,16 +131,21 @@ export async function buildModel(raw: unknown, file?: string): Promise<Model> {
   throw new ConfigError(shown, file);
 }
 
-async function checkModel(raw: unknown): Promise<{ problems: ConfigProblem[]; model: Model }> {
+async function checkModel(raw: unknown, options: LoadOptions): Promise<{ problems: ConfigProblem[]; model: Model }> {
   const check = new Check();
   checkSchema(raw, check.problems);
   const root = asObject(raw) ?? {};
-  // Pools first: listeners refer to them by name.
-  const pools = normalisePools(check, root.pools);
+  // dns first: it says how the servers' host names are resolved.
+  const dns = normaliseDns(check, root.dns);
+  const resolver = options.resolve === false ? null : new DnsResolver({ servers: dns.servers });
+  // Pools next: listeners refer to them by name.
+  const pools = normalisePools(check, root.pools, { resolver });
   const listeners = normaliseListeners(check, root.listeners, pools.names);
+  checkGeoip(check, root.geoip);
   const admin = normaliseAdmin(check, root.admin, root);
   const privileges = normalisePrivilegeDrop(check, root);
   await check.settled();
+  pools.settle();
   // Whether a pool's servers speak TLS (its default probe kind) depends on the listeners that reach it.
   settleServersTls(pools.pools, listeners.listeners.map((d) => d.value));
   // Skipped where a file was already reported unreadable.
@@ -147,6 +159,8 @@ async function checkModel(raw: unknown): Promise<{ problems: ConfigProblem[]; mo
     admin: admin?.value ?? null,
     log: normaliseLog(root.log),
     workers: normaliseWorkers(root.workers),
+    grace: normaliseGrace(check, root.grace),
+    dns,
     listeners: listeners.listeners.map((d) => d.value),
     pools: pools.pools,
     warnings: check.warnings,

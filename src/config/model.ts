@@ -4,7 +4,7 @@
  * All durations are milliseconds; all addresses are resolved IP endpoints.
  */
 
-import type { BALANCES, HEALTH_HTTP_METHODS, HEALTH_KINDS, LISTENER_PROTOCOLS, LOG_LEVELS, ON_SERVER_DOWN, PROXY_PROTOCOL_VERSIONS, TLS_MODES, TLS_VERSIONS } from './enums.js';
+import type { BALANCES, HEALTH_HTTP_METHODS, HEALTH_KINDS, LEAST_TIME_MEASURES, LISTENER_PROTOCOLS, LOG_LEVELS, ON_SERVER_DOWN, PROXY_PROTOCOL_VERSIONS, TLS_MODES, TLS_VERSIONS } from './enums.js';
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export type Balance = (typeof BALANCES)[number];
@@ -88,6 +88,8 @@ export interface HealthRedisModel {
 
 export type OnServerDown = (typeof ON_SERVER_DOWN)[number];
 
+export type LeastTimeMeasure = (typeof LEAST_TIME_MEASURES)[number];
+
 export interface PoolModel {
   readonly name: string;
   readonly balance: Balance;
@@ -103,6 +105,38 @@ export interface PoolModel {
   /** PROXY protocol header sent to each backend before any client byte. */
   readonly proxyProtocol: ProxyProtocolVersion;
   readonly tls: PoolTlsModel | null;
+  /** What least_time averages per server (also shown in /status and metrics for every pool). */
+  readonly leastTime: { readonly measure: LeastTimeMeasure };
+  /**
+   * The servers whose address is a host name, re-resolved every
+   * `dns.interval` (src/runtime/dns-refresh.ts). Each stands for the
+   * servers `servers[at]` to `servers[at + addresses.length - 1]`: one
+   * named as configured for one address, `NAME/ADDRESS` each for several,
+   * none while it is unresolved. Absent: none.
+   */
+  readonly hostnames?: readonly HostnameServerModel[];
+}
+
+/** A configured server whose address is a host name (see PoolModel.hostnames). */
+export interface HostnameServerModel {
+  /** As configured: its name (default the address as written), the address as written, weight and role. */
+  readonly name: string;
+  readonly text: string;
+  readonly host: string;
+  readonly port: number;
+  readonly weight: number;
+  readonly backup: boolean;
+  /** The IP addresses of the last good answer, sorted; empty: never resolved (the server is `unresolved`). */
+  readonly addresses: readonly string[];
+  /** Where its servers start in the pool's `servers`. */
+  readonly at: number;
+}
+
+/** `dns:` how server host names are re-resolved. */
+export interface DnsModel {
+  /** Resolvers to ask (`ip:port`); empty: the system's (resolv.conf, and /etc/hosts). */
+  readonly servers: readonly string[];
+  readonly intervalMs: number;
 }
 
 export type ProxyProtocolVersion = (typeof PROXY_PROTOCOL_VERSIONS)[number];
@@ -130,10 +164,14 @@ export interface ListenerTlsModel {
   readonly sessionTickets: boolean;
 }
 
-/** SNI routing: the first route whose name matches picks the pool. */
+/** A route: the first whose every given key matches picks the pool (at least one of sni and source is given). */
 export interface RouteModel {
-  /** Exact name or `*.suffix`. */
-  readonly sni: string;
+  /** Exact name or `*.suffix`; absent: any name, or none. */
+  readonly sni?: string;
+  /** Client networks as configured: CIDRs and `@FILE` names; absent: any client. */
+  readonly source?: readonly string[];
+  /** With source: what is matched, the CIDRs with each `@FILE`'s lines in its place (files read at load and reload). */
+  readonly sourceCidrs?: readonly string[];
   readonly pool: string;
 }
 
@@ -194,6 +232,10 @@ export interface Model {
   readonly log: { readonly level: LogLevel; readonly access: boolean };
   /** Threads that serve traffic (`auto` resolved to the available cores). */
   readonly workers: number;
+  /** How server host names are re-resolved; absent: the defaults (system resolver, 30 s). */
+  readonly dns?: DnsModel;
+  /** After SIGTERM/SIGINT: ms during which `/ready` answers 503 while listeners keep accepting, before the drain. */
+  readonly grace: number;
   readonly listeners: readonly ListenerModel[];
   readonly pools: readonly PoolModel[];
 }

@@ -7,9 +7,9 @@
  */
 import { object, type JsonSchema } from './schema-nodes.js';
 import { adminSchema } from './sections/admin.js';
-import { listenerSchema } from './sections/listener.js';
+import { geoipSchema, listenerSchema } from './sections/listener.js';
 import { poolSchema } from './sections/pool.js';
-import { groupSchema, logSchema, userSchema, workersSchema } from './sections/top.js';
+import { dnsSchema, graceSchema, groupSchema, logSchema, userSchema, workersSchema } from './sections/top.js';
 
 export type { JsonSchema } from './schema-nodes.js';
 
@@ -23,6 +23,9 @@ export const configSchema: JsonSchema = {
       admin: adminSchema,
       log: logSchema,
       workers: workersSchema,
+      grace: graceSchema,
+      dns: dnsSchema,
+      geoip: geoipSchema,
       user: userSchema,
       group: groupSchema,
       listeners: {

@@ -24,8 +24,9 @@ import type { Pool } from '../pool.js';
 import { DEFAULT_MAX_SOURCES } from '../protect/per-source.js';
 import { SharedPerSourceTable } from '../protect/shared-per-source.js';
 import { listenFds } from '../runtime/systemd.js';
-import { SniRouter } from '../tls/sni-routes.js';
 import type { TicketKeys } from '../tls/ticket-keys.js';
+import type { TlsTerminator } from '../tls/terminator.js';
+import { RouteTable } from './routes.js';
 import { frontStages } from './front/index.js';
 import { CancelKeyTable } from '../protocols/postgres/cancel-keys.js';
 import { LineLimiter } from './line-limiter.js';
@@ -73,6 +74,8 @@ export class Listener {
   /** A worker thread's per-source table: the main thread's, by its buffer. */
   #perSourceBuffer: SharedArrayBuffer | undefined;
   readonly #tls: ListenerTls;
+  /** The TLS terminator new connections use (null: no TLS termination), kept by a change that reads no certificate. */
+  #terminator: TlsTerminator | null = null;
   /** Local errors since the last warning, and when that was. */
   #localErrorsUnreported = 0;
   #localErrorWarnedAt = -Infinity;
@@ -145,7 +148,9 @@ export class Listener {
    * left open then.
    */
   async start(): Promise<void> {
-    this.#ctx = await this.#buildContext(this.#model, this.#pools, this.#accessLog, null, this.#perSourceBuffer);
+    const ctx = await this.#buildContext(this.#model, this.#pools, this.#accessLog, null, this.#perSourceBuffer);
+    this.#ctx = ctx;
+    this.#terminator = ctx.terminator;
     await this.#listen();
     this.#startTimers();
   }
@@ -160,10 +165,12 @@ export class Listener {
     model: ListenerModel,
     pools: ReadonlyMap<string, Pool>,
     accessLog: boolean,
-    options: { pairSlots?: PairSlots; perSourceBuffer?: SharedArrayBuffer } = {},
+    options: { pairSlots?: PairSlots; perSourceBuffer?: SharedArrayBuffer; keepCertificates?: boolean } = {},
   ): Promise<PreparedListener> {
     const { pairSlots } = options;
-    const ctx = await this.#buildContext(model, pools, accessLog, this.#ctx ?? null, options.perSourceBuffer);
+    // A change that is not a reload from the file (a server's DNS answer) reads no certificate: the same model keeps its terminator.
+    const keep = options.keepCertificates === true && model === this.#model ? this.#terminator : undefined;
+    const ctx = await this.#buildContext(model, pools, accessLog, this.#ctx ?? null, options.perSourceBuffer, keep);
     const perSourceBuffer = ctx.perSource?.buffer;
     return {
       ...(perSourceBuffer !== undefined ? { perSourceBuffer } : {}),
@@ -171,6 +178,7 @@ export class Listener {
         this.#perSourceBuffer = perSourceBuffer;
       if (pairSlots !== undefined) this.stats.usePairSlots(pairSlots);
       this.#tls.committed(model);
+      this.#terminator = ctx.terminator;
       this.#model = model;
       this.#pools = pools;
       this.#accessLog = accessLog;
@@ -224,8 +232,9 @@ export class Listener {
     accessLog: boolean,
     previous: SessionContext | null,
     perSourceBuffer: SharedArrayBuffer | undefined,
-  ): Promise<SessionContext> {
-    const terminator = await this.#tls.terminatorFor(model);
+    keep?: TlsTerminator | null,
+  ): Promise<SessionContext & { terminator: TlsTerminator | null }> {
+    const terminator = keep !== undefined ? keep : await this.#tls.terminatorFor(model);
     // Entries with open connections are never forgotten, so the table holds at least as many clients as the listener connections.
     const maxSources = Math.max(DEFAULT_MAX_SOURCES, model.maxConnections);
     const samePerSource =
@@ -251,7 +260,7 @@ export class Listener {
       pool: pools.get(model.pool)!,
       pools: reachable,
       cancelKeys: model.protocol === 'postgres' ? new CancelKeyTable(this.#memory.handles().cancelKeys, this.#memory.thread) : null,
-      router: model.routes.length > 0 ? new SniRouter(model.routes.map((r) => ({ sni: r.sni, target: pools.get(r.pool)! }))) : null,
+      router: model.routes.length > 0 ? new RouteTable(model.routes, (r) => pools.get(r.pool)!) : null,
       front,
       perSource,
       accessLog: accessLog ? this.#rootLogger : null,
@@ -260,6 +269,7 @@ export class Listener {
       fds: this.#fds,
       onLocalError: this.#onLocalError,
       onClosed: this.#onSessionClosed,
+      terminator,
     };
   }
 

@@ -7,16 +7,19 @@
  * and what must be global (open-connection counts, server state, limits,
  * counters, ticket keys) lives in shared memory (src/shared/).
  *
- * Phases: created → running → draining → stopped. The constructor only
+ * Phases: created → running → stopping → draining → stopped. The constructor only
  * builds objects; `start()` binds every listener in every thread or none;
- * `close()` (graceful) stops accepting at once, waits for open connections
- * up to the drain timeout, then closes what remains; `destroy()` (forced)
+ * `close()` (graceful) first keeps accepting for `grace` while `/ready`
+ * answers 503 (phase stopping; skipGrace() cuts it short), then stops
+ * accepting, waits for open connections up to the drain timeout, then
+ * closes what remains; `destroy()` (forced)
  * closes everything at once, whatever the phase. Both are idempotent.
  */
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { AdminServer } from '../admin/server.js';
 import { diffModels, type ConfigDiff } from '../config/diff.js';
+import { formatDuration } from '../config/duration.js';
 import type { Model, ProxyProtocolVersion } from '../config/model.js';
 import { redactModel } from '../config/model-json.js';
 import { readSecretFile, secretFiles } from '../config/secret-file.js';
@@ -30,6 +33,8 @@ import { C_FDS_HELD, C_WORKER_RESTARTS, SharedMemory } from '../shared/memory.js
 import { DataPlane, type ReloadSummary } from './data-plane.js';
 import { Planner, type Plan } from './plan.js';
 import { Workers } from './workers.js';
+import { withAddresses } from '../dns/servers.js';
+import { DnsRefresh, type DnsFailureCounts } from './dns-refresh.js';
 
 export type { ReloadSummary } from './data-plane.js';
 
@@ -60,7 +65,8 @@ function probeHeader(version: ProxyProtocolVersion): ((socket: net.Socket) => Bu
   return null;
 }
 
-export type Phase = 'created' | 'running' | 'draining' | 'stopped';
+/** `stopping`: the grace after a stop signal (still accepting, `/ready` 503); `draining`: no longer accepting. */
+export type Phase = 'created' | 'running' | 'stopping' | 'draining' | 'stopped';
 
 /** Slots the shared memory starts with beyond the first configuration's needs (reloads grow it further). */
 const SPARE_SLOTS = 64;
@@ -77,6 +83,8 @@ export class App {
   readonly #logger: Logger;
   #phase: Phase = 'created';
   #stopping: Promise<void> | undefined;
+  /** Ends the grace now (set while it runs). */
+  #endGrace: (() => void) | null = null;
   /** Set by destroy(): everything is closed; a start or reload in flight closes what it opened. */
   #destroying: Promise<void> | undefined;
   /** Reloads run one at a time. */
@@ -85,6 +93,10 @@ export class App {
   readonly reloads = { succeeded: 0, failed: 0, lastSucceeded: true, lastAt: 0 };
   /** Pools a reload removed whose servers still have open connections (see removedPools). */
   #removedPools: Pool[] = [];
+  /** Asks again for the servers' host names (main thread only); replaced by each reload from the file. */
+  #dns: DnsRefresh | null = null;
+  /** Failed lookups per pool and server since start, for l4lb_dns_failures_total. */
+  readonly dnsFailures: DnsFailureCounts = new Map();
   /** Redacts probe payloads in reload comparisons: a key of this process only, so a MAC tells changed from unchanged and nothing else. */
   readonly #redactKey = randomBytes(32);
 
@@ -186,6 +198,44 @@ export class App {
     }
     for (const c of this.#checkers) c.start();
     this.#phase = 'running';
+    this.#restartDns();
+  }
+
+  /** A new lookup loop for the running model's host names (the old one stops). */
+  #restartDns(): void {
+    this.#dns?.close();
+    this.#dns = new DnsRefresh(this.#model, this.#logger, (pool, server, addresses) => this.#dnsChange(pool, server, addresses), this.dnsFailures);
+    this.#dns.start();
+  }
+
+  /**
+   * A server's host name answers other addresses: its pool's servers are
+   * rebuilt and applied as a reload applies them (new addresses join as new
+   * servers, vanished ones leave as removed servers do, with their open
+   * connections), in every thread; no file or certificate is read. Logged as
+   * `dns change`, not as a configuration reload.
+   */
+  #dnsChange(pool: string, server: string, addresses: readonly string[]): Promise<boolean> {
+    const run = this.#reloading.then(async () => {
+      const before = this.#model.pools.find((p) => p.name === pool)?.hostnames?.find((h) => h.name === server);
+      const next = withAddresses(this.#model, pool, server, addresses);
+      if (before === undefined || next === null) return false;
+      await this.#reload(next, true);
+      this.#logger.info(
+        {
+          pool,
+          server,
+          host: before.host,
+          addresses,
+          added: addresses.filter((a) => !before.addresses.includes(a)),
+          removed: before.addresses.filter((a) => !addresses.includes(a)),
+        },
+        'dns change',
+      );
+      return true;
+    });
+    this.#reloading = run.catch(() => undefined);
+    return run;
   }
 
   /** The main thread binds first (a `:0` port is then known), then the worker threads bind the same ports. */
@@ -224,17 +274,18 @@ export class App {
     return run;
   }
 
-  async #reload(next: Model): Promise<ReloadResult> {
+  async #reload(next: Model, fromDns = false): Promise<ReloadResult> {
     if (this.#phase !== 'running' || this.#destroying !== undefined) throw new Error(`cannot reload while ${this.#destroying ? 'destroyed' : this.#phase}`);
     const changes = diffModels(redactModel(this.#model, this.#redactKey), redactModel(next, this.#redactKey), NO_SAMPLE);
     const plan = this.#planner.plan(next);
-    const prepared = await this.#plane.prepare(plan);
+    const prepared = await this.#plane.prepare(plan, { keepCertificates: fromDns });
     try {
       // The main thread bound new listeners first: the workers bind the same ports.
       Object.assign(plan.ports, prepared.ports);
       Object.assign(plan.perSource, prepared.perSource);
       if (this.#workers.count > 0) {
-        plan.secrets = await this.#secrets(next);
+        // A DNS change reads no file: the worker threads get the contents read before.
+        plan.secrets = fromDns ? this.#plane.plan.secrets : await this.#secrets(next);
         await this.#workers.prepare(plan);
       }
       if (this.#destroying !== undefined) throw new Error('App destroyed during reload()');
@@ -262,6 +313,7 @@ export class App {
     this.#logger.level = next.log.level;
     this.#workers.level = next.log.level;
     this.#model = next;
+    if (!fromDns) this.#restartDns();
     return { ...summary, changes };
   }
 
@@ -271,8 +323,44 @@ export class App {
    * Idempotent: every call returns the same promise.
    */
   close(drainMs: number): Promise<void> {
-    this.#stopping ??= this.#drain(drainMs);
+    this.#stopping ??= this.#graceThenDrain(drainMs);
     return this.#stopping;
+  }
+
+  /**
+   * A second stop signal during the grace: the drain starts now. False when
+   * no grace is under way (the caller then decides, e.g. a forced stop).
+   */
+  skipGrace(): boolean {
+    const end = this.#endGrace;
+    if (end === null) return false;
+    end();
+    return true;
+  }
+
+  /**
+   * The grace (HAProxy's `grace`): listeners keep accepting while `/ready`
+   * answers 503, so a VRRP or BGP health check moves the address away
+   * before connections would be refused. Then the drain.
+   */
+  async #graceThenDrain(drainMs: number): Promise<void> {
+    const graceMs = this.#model.grace;
+    if (this.#phase === 'running' && graceMs > 0 && this.#destroying === undefined) {
+      this.#phase = 'stopping';
+      this.#logger.info({ grace_ms: graceMs }, `shutdown: grace ${formatDuration(graceMs)}, /ready 503`);
+      const started = performance.now();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => this.#endGrace?.(), graceMs);
+        this.#endGrace = () => {
+          this.#endGrace = null;
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#logger.info({ grace_ms: graceMs, waited_ms: Math.round(performance.now() - started) }, 'grace over');
+      if (this.#destroying !== undefined) return this.#destroying;
+    }
+    return this.#drain(drainMs);
   }
 
   /** The same as close(drainMs). */
@@ -282,6 +370,7 @@ export class App {
 
   async #drain(drainMs: number): Promise<void> {
     this.#phase = 'draining';
+    this.#dns?.close();
     // A reload in progress finishes first, so nothing it opens is left behind.
     await this.#reloading;
     const drained = Promise.all([this.#plane.drain(), this.#workers.drain()]);
@@ -313,6 +402,8 @@ export class App {
   }
 
   async #destroy(): Promise<void> {
+    this.#dns?.close();
+    this.#endGrace?.();
     await Promise.all([this.#plane.destroy(), this.#workers.destroy(), ...this.#checkers.map((c) => c.destroy())]);
     await (this.admin?.destroy() ?? this.admin?.close());
     this.#phase = 'stopped';

@@ -116,7 +116,7 @@ export class DataPlane {
    * take the new settings at commit; pools and servers that still exist keep
    * their state.
    */
-  async prepare(next: Plan): Promise<PreparedReload> {
+  async prepare(next: Plan, options: { keepCertificates?: boolean } = {}): Promise<PreparedReload> {
     const pools = this.#buildPools(next, this.#pools);
     const kept = new Map<Listener, ListenerModel>();
     const added: Listener[] = [];
@@ -138,6 +138,7 @@ export class DataPlane {
       for (const [listener, lm] of kept) {
         const prepared = await listener.prepareUpdate(lm, pools, next.model.log.access, {
           pairSlots: new PlannedPairSlots(next.pairSlots[lm.name] ?? []),
+          ...(options.keepCertificates === true ? { keepCertificates: true } : {}),
           ...(next.perSource[lm.name] !== undefined ? { perSourceBuffer: next.perSource[lm.name] } : {}),
         });
         commits.push(prepared.commit);

@@ -1,6 +1,8 @@
 /**
- * Process signals for `l4lb run`. SIGTERM/SIGINT drain then exit; a second
- * one closes everything at once. SIGHUP is caught so it never kills the
+ * Process signals for `l4lb run`. SIGTERM/SIGINT drain then exit (after the
+ * `grace`, if any); a second one during the grace starts the drain now, as
+ * HAProxy's second signal does; a second one otherwise (or a third) closes
+ * everything at once. SIGHUP is caught so it never kills the
  * process (Node's default): it reloads the configuration.
  *
  * Handlers go in before anything else (bin/l4lb.js calls catchSignals()
@@ -23,6 +25,8 @@ export interface SignalActions {
   readonly stop: () => Promise<void>;
   /** A second stop signal: close everything now. */
   readonly forceStop: () => void;
+  /** A second stop signal during the grace: end it (the drain starts now); false when no grace is under way. */
+  readonly skipGrace?: () => boolean;
   /** SIGHUP: reload the configuration and certificates. */
   readonly reload: () => Promise<void>;
 }
@@ -103,6 +107,10 @@ export function attachSignals(actions: SignalActions): void {
 
 function onStop(s: State, actions: SignalActions, signal: StopSignal): void {
   if (s.stopping) {
+    if (actions.skipGrace?.() === true) {
+      actions.logger.info({ signal }, 'second stop signal during grace, draining now');
+      return;
+    }
     actions.logger.info({ signal }, 'second stop signal, closing everything now');
     actions.forceStop();
     return;

@@ -1,9 +1,21 @@
-/** `pools[]`: groups of servers, their balancing, timeouts and servers. */
+/**
+ * `pools[]`: groups of servers, their balancing, timeouts and servers.
+ *
+ * A server's host name is resolved here, through `dns` (src/dns/), and
+ * stands for one server per address (src/dns/servers.ts). A name that does
+ * not resolve is a warning, not a problem: its server starts unresolved
+ * and the running l4lb asks again every `dns.interval`.
+ */
+import { isIP } from 'node:net';
 import { DEFAULTS } from '../../defaults.js';
-import { BALANCES, ON_SERVER_DOWN, PROXY_PROTOCOL_VERSIONS } from '../enums.js';
-import type { PoolModel, PoolTlsModel, ServerModel } from '../model.js';
+import type { DnsResolver } from '../../dns/resolver.js';
+import { serversOf } from '../../dns/servers.js';
+import { describe } from '../../errors.js';
+import { parseAddress } from '../address.js';
+import { BALANCES, LEAST_TIME_MEASURES, ON_SERVER_DOWN, PROXY_PROTOCOL_VERSIONS } from '../enums.js';
+import type { HostnameServerModel, PoolModel, PoolTlsModel, ServerModel } from '../model.js';
 import { duration, durationNode, flag, integer, kind, name, object, oneWordOf } from '../schema-nodes.js';
-import { UNRESOLVED, asObject, asString, boolOr, intOr, oneOf, type Check, type TlsDraft } from './context.js';
+import { asObject, asString, boolOr, intOr, oneOf, type Check, type TlsDraft } from './context.js';
 import { healthSchema, normaliseHealth } from './health.js';
 import { normalisePoolTls, poolTlsSchema } from './pool-tls.js';
 
@@ -12,7 +24,9 @@ const serverSchema = object(
   {
     name: name('Unique within the pool; used in logs, metrics and the admin API. Default: the address as written.'),
     address: kind('address', {
-      description: 'Where to connect: "host:port" or "[IPv6]:port". Hostnames are resolved when the configuration is loaded.',
+      description:
+        'Where to connect: "host:port" or "[IPv6]:port". A host name is resolved at load and again every dns.interval; ' +
+        'several addresses make one server per address, named NAME/ADDRESS.',
       type: 'string',
       maxLength: 300,
     }),
@@ -30,10 +44,19 @@ export const poolSchema = object(
     name: name('Unique pool name, referred to by listeners.'),
     balance: oneWordOf(
       'How a server is picked: least_conn (fewest active connections per weight), source_hash (consistent hash of the client IP), ' +
-        `round_robin (in turn, by weight), random_two (the less loaded of two random servers). Default: ${DEFAULTS.balance}.`,
+        `round_robin (in turn, by weight), random_two (the less loaded of two random servers), ` +
+        `least_time (lowest (active + 1) × average response time ÷ weight). Default: ${DEFAULTS.balance}.`,
       BALANCES,
       DEFAULTS.balance,
     ),
+    least_time: object('What least_time averages per server (shown in /status and metrics for every pool).', {
+      measure: oneWordOf(
+        'connect (TCP connect, and the TLS handshake when the pool has tls) or first_byte (from connect to the server\'s first byte: ' +
+          `a greeting, or the reply to the client's first bytes). Default: ${DEFAULTS.leastTimeMeasure}.`,
+        LEAST_TIME_MEASURES,
+        DEFAULTS.leastTimeMeasure,
+      ),
+    }),
     retries: integer(`How many further servers to try after a failed connect, 0 to 10. Default: ${DEFAULTS.retries}.`, 0, 10, DEFAULTS.retries),
     timeouts: object('Timeouts for connections to this pool\'s servers.', {
       connect: duration('How long a connect to a server may take before it counts as failed.', DEFAULTS.connectTimeoutMs),
@@ -77,11 +100,29 @@ export interface Pools {
   readonly names: ReadonlyMap<string, string> | null;
   /** Pools with TLS to their servers, for {@link checkPoolTls}. */
   readonly tls: TlsDraft<PoolTlsModel>[];
+  /** Once every lookup has settled: fills in each pool's servers, host names expanded to their addresses. */
+  settle(): void;
 }
 
+/** How server host names are resolved while a configuration loads; null resolver: not at all (`l4lb check --no-resolve`). */
+export interface PoolDns {
+  readonly resolver: DnsResolver | null;
+}
+
+/** A configured server: an IP address, or a host name with the addresses it resolved to. */
+type Configured = { server: ServerModel } | { hostname: Omit<HostnameServerModel, 'at'> & { addresses: string[] } };
+
 /** Reads `pools:` with its defaults; names must be unique, and servers' names within a pool. */
-export function normalisePools(check: Check, value: unknown): Pools {
+export function normalisePools(check: Check, value: unknown, dns: PoolDns = { resolver: null }): Pools {
   const pools: PoolModel[] = [];
+  const configured: Configured[][] = [];
+  const lookups = new Map<string, ReturnType<DnsResolver['resolve']>>();
+  const lookup = (host: string): ReturnType<DnsResolver['resolve']> | null => {
+    if (dns.resolver === null) return null;
+    let pending = lookups.get(host);
+    if (pending === undefined) lookups.set(host, (pending = dns.resolver.resolve(host)));
+    return pending;
+  };
   const tls: TlsDraft<PoolTlsModel>[] = [];
   const names = new Map<string, string>();
   let namesComplete = Array.isArray(value);
@@ -111,17 +152,39 @@ export function normalisePools(check: Check, value: unknown): Pools {
       onServerDown: oneOf(o.on_server_down, ON_SERVER_DOWN, DEFAULTS.onServerDown),
       proxyProtocol: oneOf(o.proxy_protocol, PROXY_PROTOCOL_VERSIONS, DEFAULTS.proxyProtocol),
       tls: normalisePoolTls(check, `${path}.tls`, o.tls),
+      leastTime: { measure: oneOf(asObject(o.least_time)?.measure, LEAST_TIME_MEASURES, DEFAULTS.leastTimeMeasure) },
     };
     if (pool.tls !== null) tls.push({ path: `${path}.tls`, model: pool.tls });
     pools.push(pool);
-    pool.servers.push(...normaliseServers(check, path, pool.name, o.servers));
+    configured.push(normaliseServers(check, path, pool.name, o.servers, lookup));
   }
-  return { pools, names: namesComplete ? names : null, tls };
+  const settle = (): void => {
+    for (const [i, pool] of pools.entries()) {
+      const hostnames: HostnameServerModel[] = [];
+      const servers = pool.servers as ServerModel[];
+      for (const c of configured[i] ?? []) {
+        if ('server' in c) servers.push(c.server);
+        else {
+          const addresses = [...new Set(c.hostname.addresses)].sort();
+          hostnames.push({ ...c.hostname, addresses, at: servers.length });
+          servers.push(...serversOf(c.hostname, addresses));
+        }
+      }
+      if (hostnames.length > 0) (pool as { hostnames?: HostnameServerModel[] }).hostnames = hostnames;
+    }
+  };
+  return { pools, names: namesComplete ? names : null, tls, settle };
 }
 
 /** A pool's `servers:`; a name (by default the address as written) may appear once. */
-function normaliseServers(check: Check, poolPath: string, poolName: string, value: unknown): ServerModel[] {
-  const servers: ServerModel[] = [];
+function normaliseServers(
+  check: Check,
+  poolPath: string,
+  poolName: string,
+  value: unknown,
+  lookup: (host: string) => ReturnType<DnsResolver['resolve']> | null,
+): Configured[] {
+  const servers: Configured[] = [];
   const names = new Map<string, number>();
   for (const [j, item] of (Array.isArray(value) ? value : []).entries()) {
     const path = `${poolPath}.servers[${j}]`;
@@ -129,12 +192,29 @@ function normaliseServers(check: Check, poolPath: string, poolName: string, valu
     if (!s) continue;
     const server = {
       name: asString(s.name) ?? asString(s.address) ?? '',
-      address: UNRESOLVED,
       weight: intOr(s.weight, DEFAULTS.weight),
       backup: boolOr(s.backup, DEFAULTS.backup),
     };
-    servers.push(server);
-    check.address(`${path}.address`, s.address, false, (ep) => (server.address = ep));
+    const parsed = s.address === undefined ? null : parseAddress(s.address);
+    if (typeof parsed === 'string') check.add(`${path}.address`, parsed);
+    else if (parsed !== null && isIP(parsed.host) !== 0) {
+      servers.push({ server: { ...server, address: Object.freeze({ host: parsed.host, port: parsed.port, text: parsed.text }) } });
+    } else if (parsed !== null) {
+      const hostname = { ...server, text: parsed.text, host: parsed.host, port: parsed.port, addresses: [] as string[] };
+      servers.push({ hostname });
+      const pending = lookup(parsed.host);
+      if (pending !== null) {
+        check.wait(
+          pending.then(
+            (answer) => void hostname.addresses.push(...answer.addresses),
+            (err: unknown) =>
+              void check.warnings.push(
+                `${path}.address: ${err instanceof Error ? err.message : describe(err)}: server "${server.name}" of pool "${poolName}" starts unresolved (down) and is asked again every dns.interval`,
+              ),
+          ),
+        );
+      }
+    }
     if (server.name === '') continue;
     const earlier = names.get(server.name);
     if (earlier === undefined) names.set(server.name, j);
