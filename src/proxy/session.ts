@@ -4,7 +4,7 @@
  * writes one access log line.
  *
  * Path, one line: front (PROXY header in → ACL/limits → a protocol's
- * opening → TLS handshake or ClientHello peek; see front/) → route (SNI) →
+ * opening → TLS handshake or ClientHello peek; see front/) → route (SNI, client network) →
  * upstream (pick, connect, retry, PROXY header out, TLS to the server; see
  * upstream.ts) → splice → finish. The phase is stored, never inferred. A
  * PostgreSQL CancelRequest leaves the line after the front: it is delivered
@@ -24,13 +24,13 @@ import type { Logger } from '../log.js';
 import type { FdBudget } from '../net/fd-budget.js';
 import type { Pool, Server, ServerConnection, ServerLease } from '../pool.js';
 import type { SharedPerSourceTable as PerSourceTable } from '../protect/shared-per-source.js';
-import type { SniRouter } from '../tls/sni-routes.js';
 import { formatEndpoint } from '../config/address.js';
 import { logAccess } from './access-log.js';
 import { FrontEnd, type FrontOwner } from './front/front-end.js';
 import type { FrontStage } from './front/stage.js';
 import { outgoingHeader } from './header-out.js';
 import type { LineLimiter } from './line-limiter.js';
+import type { RouteTable } from './routes.js';
 import type { ListenerStats, PairCounters } from './stats.js';
 import { terminationOf, type Termination } from './termination.js';
 import { Upstream, type UpstreamOwner } from './upstream.js';
@@ -44,8 +44,8 @@ export interface SessionContext {
   readonly listener: ListenerModel;
   /** The listener's pool: used when no route matches. */
   readonly pool: Pool;
-  /** SNI routes to pools; null when the listener has none. */
-  readonly router: SniRouter<Pool> | null;
+  /** Routes (sni, source) to pools; null when the listener has none. */
+  readonly router: RouteTable<Pool> | null;
   /** Every pool the listener can send to (its own first): where a PostgreSQL cancel may have to go. */
   readonly pools: readonly Pool[];
   /** protocol postgres: the cancel keys of live sessions, shared by every thread; null otherwise. */
@@ -71,6 +71,8 @@ export interface SessionContext {
 export const KEEPALIVE_DELAY_MS = 60_000;
 /** Keep-alive is turned on for connections older than this (short ones never pay for it). */
 export const KEEPALIVE_AFTER_MS = 10_000;
+/** Once a side has sent its FIN, the connection may be inactive this long (or the idle timeout, if shorter). */
+export const FIN_TIMEOUT_MS = 10_000;
 
 const enum Phase {
   /** Front stages: PROXY header, admission, TLS handshake or ClientHello, under the handshake deadline. */
@@ -127,6 +129,8 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
   #idleMs = 0;
   #lastActive = 0;
   #lastMoved = 0;
+  /** A side has sent its FIN: inactivity is then bounded by FIN_TIMEOUT_MS. */
+  #halfClosed = false;
 
   constructor(client: net.Socket, ctx: SessionContext) {
     this.#ctx = ctx;
@@ -195,7 +199,10 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     if (moved !== this.#lastMoved) {
       this.#lastMoved = moved;
       this.#lastActive = now;
-    } else if (now - this.#lastActive >= this.#idleMs) {
+    } else if (now - this.#lastActive >= (this.#halfClosed ? Math.min(this.#idleMs, FIN_TIMEOUT_MS) : this.#idleMs)) {
+      // Half-closed (a side sent its FIN): what is left must keep moving. A
+      // peer that stopped reading would otherwise hold both descriptors for
+      // the whole idle timeout (HAProxy bounds this with client-fin / server-fin).
       this.#end('idle_timeout');
     }
   }
@@ -234,7 +241,7 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     }
     this.#phase = Phase.Connecting;
     const router = this.#ctx.router;
-    if (router !== null) this.#pool = router.match(front.sni) ?? this.#ctx.pool;
+    if (router !== null) this.#pool = router.match(front.clientIp, front.sni) ?? this.#ctx.pool;
     const pool = this.#pool;
     const pg = front.postgres;
     // PostgreSQL: TLS the client began with l4lb's `S` (passthrough) or that l4lb speaks to the server needs the server's `S` too.
@@ -360,6 +367,30 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
     // keeps the other direction open); it also resumes the paused client.
     client.pipe(backend);
     backend.pipe(client);
+    if (this.#pool.model.leastTime.measure === 'first_byte') this.#timeFirstByte(client, backend);
+  }
+
+  /**
+   * least_time's `first_byte` figure: from connected to the server's first
+   * byte (a greeting), or from the client's first byte when the client spoke
+   * first (the reply), so a client's own pause is not blamed on the server.
+   * A connection on which the server never sends leaves the figure alone.
+   */
+  #timeFirstByte(client: net.Socket, backend: net.Socket): void {
+    const server = this.#lease!.server;
+    let from = performance.now();
+    let asked = false;
+    const onClient = (): void => {
+      if (asked) return;
+      asked = true;
+      from = performance.now();
+    };
+    const onBackend = (): void => {
+      client.removeListener('data', onClient);
+      this.#pool.reportResponse(server, 'first_byte', performance.now() - from);
+    };
+    client.once('data', onClient);
+    backend.once('data', onBackend);
   }
 
   #onClientError = (): void => {
@@ -367,6 +398,7 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
   };
 
   #onClientEnd = (): void => {
+    this.#halfClosed = true;
     this.#termination ??= 'client_close';
   };
 
@@ -375,6 +407,7 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
   };
 
   #onBackendEnd = (): void => {
+    this.#halfClosed = true;
     this.#termination ??= 'server_close';
   };
 
