@@ -12,6 +12,10 @@ export const DEFAULTS = Object.freeze({
   balance: 'least_conn' as const,
   /** least_time's measure: connect is known for every server, whatever it speaks. */
   leastTimeMeasure: 'connect' as const,
+  /** HAProxy examples' `expire 30m` for `stick on src`: outlives a user's pause, not their day. */
+  stickExpireMs: 1_800_000,
+  /** 100k clients: about 7 MB of shared memory, touched as used. */
+  stickSize: 100_000,
   weight: 1,
   logLevel: 'info' as const,
   accessLog: true,

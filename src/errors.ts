@@ -31,6 +31,7 @@ export const ERROR_CODES = [
   'L4LB_POSTGRES_PROTOCOL',
   'L4LB_CLIENT_SILENT',
   'L4LB_DNS_FAILED',
+  'L4LB_RUNTIME_CHANGE_REFUSED',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -19,9 +19,10 @@
  */
 import type tls from 'node:tls';
 import type { Picker } from './balance/picker.js';
-import { createPicker } from './balance/index.js';
+import { StickTable, newStickBuffer } from './balance/stick-table.js';
+import { createPicker, medianResponse } from './balance/index.js';
 import { sameServer } from './config/identity.js';
-import type { PoolModel, ServerModel } from './config/model.js';
+import type { LeastTimeMeasure, PoolModel, ServerModel } from './config/model.js';
 import { reasonOf, type L4lbError } from './errors.js';
 import { Server, type AdminState, type ServerLease } from './server.js';
 import { PL_ROUND_ROBIN, PL_ROUND_ROBIN_BACKUP, POOL_STATE, type SharedMemory } from './shared/memory.js';
@@ -47,7 +48,12 @@ export interface PoolSharing {
   readonly slots: readonly number[];
   /** true: the main thread's pool (health, admin, weights published from here); false: a serving thread's. */
   readonly owner: boolean;
+  /** The pool's stick table made by the main thread (absent: the main thread's pool makes one, or keeps its previous one). */
+  readonly stick?: SharedArrayBuffer | undefined;
 }
+
+/** How often the main thread's pool forgets expired stick entries (and at least this often per expire). */
+const STICK_SWEEP_MS = 1_000;
 
 export class Pool {
   readonly model: PoolModel;
@@ -67,6 +73,9 @@ export class Pool {
   readonly #sharing: PoolSharing | null;
   /** The published generation this (following) pool last read. */
   #seen = -1;
+  /** `stick`: the table shared by every thread; null when off (or for a pool without shared memory). */
+  readonly stick: StickTable | null;
+  #stickTimer: NodeJS.Timeout | undefined;
 
   /**
    * @param previous the pool of the same name before a reload: servers with
@@ -97,6 +106,7 @@ export class Pool {
       const slots = new Set(this.servers.map((s) => s.slot).filter((slot) => slot >= 0));
       this.#removed = [...previous.removedServers(), ...this.#dropped].filter((s) => !slots.has(s.slot));
     }
+    this.stick = stickTableFor(model, previous, sharing);
     this.#primary = this.#build(false);
     this.#backup = this.#build(true);
   }
@@ -109,6 +119,11 @@ export class Pool {
   start(): void {
     if (this.model.tls !== null) this.#tlsOptions ??= backendTlsOptions(this.model.tls, `pool ${this.name}: tls`);
     this.#publish();
+    const stick = this.stick;
+    if (stick !== null && this.#sharing?.owner === true && this.#stickTimer === undefined) {
+      this.#stickTimer = setInterval(() => stick.sweep(), Math.min(STICK_SWEEP_MS, stick.settings.expireMs));
+      this.#stickTimer.unref();
+    }
   }
 
   /** TLS to the servers (options built once by start()), or null for plain TCP. */
@@ -146,7 +161,19 @@ export class Pool {
    */
   pick(key: string, exclude?: ReadonlySet<Server>): Server | undefined {
     this.sync();
+    if (this.stick !== null) {
+      const stuck = this.#stuck(this.stick.lookup(key), exclude);
+      // A client stuck to a backup goes back to the primaries once one is up (backups serve only when none is).
+      if (stuck !== undefined && (!stuck.backup || this.#primary.pick(key, exclude) === undefined)) return stuck;
+    }
     return this.#primary.pick(key, exclude) ?? this.#backup.pick(key, exclude);
+  }
+
+  /** The server in `slot` if it is still one of this pool's, usable and not excluded: a client stuck to it stays. */
+  #stuck(slot: number, exclude: ReadonlySet<Server> | undefined): Server | undefined {
+    if (slot < 0) return undefined;
+    const server = this.servers.find((s) => s.slot === slot);
+    return server !== undefined && server.usable && !server.retired && exclude?.has(server) !== true ? server : undefined;
   }
 
   /**
@@ -181,15 +208,33 @@ export class Pool {
     this.#backup = this.#build(true);
   }
 
-  /** A connection's claim on `server`, counted as active until released (once). */
-  acquire(server: Server): ServerLease {
-    return server.lease();
+  /**
+   * A connection's claim on `server`, counted as active until released
+   * (once). With `stick`, client `key` sticks to `server` from now on, and
+   * its entry is held while the lease is.
+   */
+  acquire(server: Server, key?: string): ServerLease {
+    const lease = server.lease();
+    const stick = this.stick;
+    if (stick !== null && key !== undefined && server.slot >= 0 && stick.hold(key, server.slot)) lease.onRelease = () => stick.release(key);
+    return lease;
   }
 
   /** A real client connect to `server` failed: counted, and told to the health checker. */
   reportConnectFailure(server: Server, failure: L4lbError): void {
     server.countConnectFailure();
     this.#onConnectFailure?.(server, reasonOf(failure));
+  }
+
+  /**
+   * A response time measured for `server` (ms), by a client connection or a
+   * probe: folded into its average when it is what the pool measures
+   * (`least_time.measure`). Any thread may report; the average is shared.
+   */
+  reportResponse(server: Server, measure: LeastTimeMeasure, ms: number): void {
+    if (measure !== this.model.leastTime.measure || !(ms >= 0) || !Number.isFinite(ms)) return;
+    const seed = server.responseUs > 0 ? 0 : medianResponse(this.servers, server);
+    server.recordResponse(ms * 1000, seed);
   }
 
   /** A connect failed in another thread (which counted it): only the health checker hears of it. */
@@ -215,6 +260,9 @@ export class Pool {
   /** Health flipped (called by the health checker). */
   setHealth(server: Server, up: boolean): void {
     if (up) {
+      // A recovered server starts at the pool's median, not at a figure from before it failed (or none: a stampede).
+      const median = medianResponse(this.servers, server);
+      if (median > 0) server.resetResponse(median);
       this.#startSlowStart(server);
     } else {
       server.slowStartSince = 0;
@@ -261,6 +309,8 @@ export class Pool {
   close(): void {
     clearInterval(this.#slowStartTimer);
     this.#slowStartTimer = undefined;
+    clearInterval(this.#stickTimer);
+    this.#stickTimer = undefined;
   }
 
   /**
@@ -298,7 +348,10 @@ export class Pool {
       }
     }
     this.rebuild();
-    if (!ramping) this.close();
+    if (!ramping) {
+      clearInterval(this.#slowStartTimer);
+      this.#slowStartTimer = undefined;
+    }
   }
 
   #build(backup: boolean): Picker<Server> {
@@ -309,4 +362,22 @@ export class Pool {
     const at = sharing.poolSlot * POOL_STATE + (backup ? PL_ROUND_ROBIN_BACKUP : PL_ROUND_ROBIN);
     return createPicker(this.model.balance, usable, { position: { next: () => Atomics.add(state, at, 1) } });
   }
+}
+
+/**
+ * The stick table of a pool with `stick`: the one the main thread made
+ * (attached once per thread: a reload that keeps it keeps the handle, with
+ * its waiting releases); in the main thread, the previous pool's when the
+ * settings are unchanged (so clients keep their servers across a reload),
+ * else a new one. Only pools in shared memory have one: entries name
+ * servers by their shared-memory slot.
+ */
+function stickTableFor(model: PoolModel, previous: Pool | undefined, sharing: PoolSharing | null): StickTable | null {
+  const settings = model.stick;
+  if (settings === null || sharing === null) return null;
+  const kept = previous?.stick ?? null;
+  if (sharing.stick !== undefined) return kept?.buffer === sharing.stick ? kept : new StickTable(sharing.stick, sharing.memory.thread);
+  if (!sharing.owner) return null;
+  if (kept !== null && kept.settings.expireMs === settings.expireMs && kept.settings.size === settings.size) return kept;
+  return new StickTable(newStickBuffer(settings, sharing.memory.threads), sharing.memory.thread);
 }

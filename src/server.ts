@@ -7,6 +7,7 @@
  * one place; nothing outside src/pool.ts and this file changes them, and
  * they change only through a {@link ServerLease}.
  */
+import { blendResponse } from './balance/least-time.js';
 import type { Candidate } from './balance/picker.js';
 import type { Endpoint, ServerModel } from './config/model.js';
 import { HealthState } from './health/state.js';
@@ -30,6 +31,10 @@ export interface ServerCounts {
   addActive(delta: 1 | -1): void;
   addTotal(): void;
   addConnectFailure(): void;
+  /** least_time's average response time in µs (0: none yet). */
+  readonly responseUs: number;
+  /** Replace the average by `next(previous)`, as one step even when threads race. */
+  updateResponse(next: (previousUs: number) => number): void;
 }
 
 /** Counts in this thread's memory. */
@@ -48,6 +53,12 @@ export class LocalServerCounts implements ServerCounts {
 
   addConnectFailure(): void {
     this.connectFailures++;
+  }
+
+  responseUs = 0;
+
+  updateResponse(next: (previousUs: number) => number): void {
+    this.responseUs = next(this.responseUs);
   }
 }
 
@@ -117,6 +128,21 @@ export class Server implements Candidate {
     return this.#counts.connectFailures;
   }
 
+  /** least_time's average response time in µs (of the pool's measure); 0: none yet. */
+  get responseUs(): number {
+    return this.#counts.responseUs;
+  }
+
+  /** One more response time sample (µs), blended into the average; `seedUs`: where a server with none starts. */
+  recordResponse(sampleUs: number, seedUs: number): void {
+    this.#counts.updateResponse((previous) => blendResponse(previous, sampleUs, seedUs));
+  }
+
+  /** Start the average over at `us` (a recovered server, at the pool's median). */
+  resetResponse(us: number): void {
+    this.#counts.updateResponse(() => Math.max(0, Math.round(us)));
+  }
+
   /** Open connections spliced to this server, right now. */
   get connections(): ReadonlySet<ServerConnection> {
     return this.#connections;
@@ -160,10 +186,14 @@ export class ServerLease {
     this.#connections.add(connection);
   }
 
+  /** Called once when the lease is released (the pool's stick table lets the client's entry go). */
+  onRelease: (() => void) | undefined;
+
   /** The connection is over (or its connect failed). Idempotent. */
   release(): void {
     if (this.#released) return;
     this.#released = true;
+    this.onRelease?.();
     this.#counts.addActive(-1);
     if (this.#connection !== undefined) this.#connections.delete(this.#connection);
   }

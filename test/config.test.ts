@@ -51,6 +51,7 @@ const poolDefaults = {
   proxyProtocol: 'off',
   tls: null,
   leastTime: { measure: 'connect' },
+  stick: null,
 } as const;
 
 /** Listener fields the test configurations leave at their defaults. */

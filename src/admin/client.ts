@@ -47,7 +47,7 @@ export function baseUrl(admin: string, option = '--admin'): URL {
   return url;
 }
 
-async function call(admin: string, path: string, init: RequestInit = {}, option = '--admin'): Promise<{ status: number; body: unknown }> {
+export async function call(admin: string, path: string, init: RequestInit = {}, option = '--admin'): Promise<{ status: number; body: unknown }> {
   const base = baseUrl(admin, option);
   const url = new URL(path, base);
   let res: Response;
@@ -69,7 +69,7 @@ async function call(admin: string, path: string, init: RequestInit = {}, option 
   return { status: res.status, body };
 }
 
-function errorText(status: number, body: unknown): string {
+export function errorText(status: number, body: unknown): string {
   const message =
     typeof body === 'object' && body !== null && typeof (body as { error?: unknown }).error === 'string'
       ? (body as { error: string }).error
@@ -97,6 +97,11 @@ export async function fetchStatus(admin: string): Promise<StatusDoc> {
  * @param option the option that named the URL, for messages
  */
 export async function fetchConfig(admin: string, token: string, option = '--diff'): Promise<ModelJson> {
+  return (await fetchRunning(admin, token, option)).model;
+}
+
+/** {@link fetchConfig}'s model, and the runtime changes the instance lists beside it (`runtime`; absent from an older l4lb). */
+export async function fetchRunning(admin: string, token: string, option = '--diff'): Promise<{ model: ModelJson; runtime: unknown }> {
   const { status, body } = await call(admin, 'config', { headers: { Authorization: `Bearer ${token}` } }, option);
   if (status === 404 && typeof body === 'object' && body !== null) {
     throw new AdminClientError('L4LB_ADMIN_REFUSED', `${errorText(status, body)}; is the running l4lb older than this one? (GET /config is needed for --diff)`);
@@ -105,7 +110,7 @@ export async function fetchConfig(admin: string, token: string, option = '--diff
   if (status !== 200) throw new AdminClientError('L4LB_ADMIN_REFUSED', errorText(status, body));
   const model = parseConfigDoc(body);
   if (typeof model === 'string') throw new AdminClientError('L4LB_ADMIN_BAD_ANSWER', `${admin}/config is not an l4lb configuration document: ${model}`);
-  return redactForToken(model, token);
+  return { model: redactForToken(model, token), runtime: (body as { runtime?: unknown }).runtime };
 }
 
 /** A model with its secrets redacted as the admin server with this token redacts them, so the two compare. */

@@ -188,6 +188,30 @@ export function createMetricsRegistry(source: AdminSource): Registry {
   });
 
   new Gauge({
+    name: 'l4lb_server_response_seconds',
+    help: 'Average response time of a server (least_time\'s moving average, from client connections and probes) by what the pool measures: connect or first_byte. Absent before the first sample.',
+    labelNames: ['pool', 'server', 'measure'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [p, s] of servers(source)) {
+        if (s.responseUs > 0) this.set({ pool: p.name, server: s.name, measure: p.model.leastTime.measure }, s.responseUs / 1e6);
+      }
+    },
+  });
+
+  new Gauge({
+    name: 'l4lb_stick_entries',
+    help: 'Clients a pool\'s stick table remembers (with open connections, or idle for less than stick.expire); pools with stick only.',
+    labelNames: ['pool'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const p of source.pools.values()) if (p.stick !== null) this.set({ pool: p.name }, p.stick.entries);
+    },
+  });
+
+  new Gauge({
     name: 'l4lb_health_check_duration_seconds',
     help: 'Duration of the latest active health probe of a server (a gauge of the last probe, not a histogram; 0 before the first).',
     labelNames: ['pool', 'server'] as const,

@@ -113,6 +113,7 @@ function serverRow(s: ServerStatus, now: number): string {
 <td class="num">${s.total}</td>
 <td class="num${s.connect_failures > 0 ? ' warn' : ''}">${s.connect_failures}</td>
 <td class="num">${escapeHtml(formatBytes(s.bytes_in))} / ${escapeHtml(formatBytes(s.bytes_out))}</td>
+<td class="num">${s.response_ms === null || s.response_ms === undefined ? '<span class="muted">–</span>' : `${s.response_ms} ms`}</td>
 <td>${lastCheck(s.last_check, now)}</td>
 </tr>`;
 }
@@ -125,9 +126,9 @@ function poolSection(p: PoolStatus, listeners: readonly ListenerStatus[], now: n
   const badge = p.removed ? 'removed' : `${usable}/${configured.length}`;
   const from = p.removed ? 'removed by a reload, draining' : (p.listeners ?? []).length > 0 ? `from ${reachedBy(p, listeners)}` : 'no listener';
   return `<section>
-<h2><span class="badge ${health}">${badge}</span> pool ${escapeHtml(p.name)} <span class="muted">${escapeHtml(p.balance)} · ${active} active · ${escapeHtml(from)}</span></h2>
+<h2><span class="badge ${health}">${badge}</span> pool ${escapeHtml(p.name)} <span class="muted">${escapeHtml(p.balance === 'least_time' ? `least_time (${p.measure})` : p.balance)} · ${active} active · ${escapeHtml(from)}</span></h2>
 <table>
-<thead><tr><th>state</th><th>server</th><th>address</th><th class="num">weight</th><th class="num">active</th><th class="num">total</th><th class="num">fails</th><th class="num">bytes in / out</th><th>last check</th></tr></thead>
+<thead><tr><th>state</th><th>server</th><th>address</th><th class="num">weight</th><th class="num">active</th><th class="num">total</th><th class="num">fails</th><th class="num">bytes in / out</th><th class="num" title="average ${escapeHtml(p.measure ?? 'connect')} time">response</th><th>last check</th></tr></thead>
 <tbody>
 ${p.servers.map((s) => serverRow(s, now)).join('\n')}
 </tbody>

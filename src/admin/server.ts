@@ -10,6 +10,12 @@
  *     GET  /                                       HTML status page
  *     GET  /config[?reveal=secrets]                the running model as JSON (see config/model-json.ts), bearer token
  *     POST /pools/POOL/servers/SERVER/state        {"state":"drain"|"ready"|"maint"}, bearer token
+ *     POST /pools/POOL/servers                     {"name","address","weight","backup"}: a runtime change, bearer token
+ *     DELETE /pools/POOL/servers/SERVER            drain, then remove: a runtime change, bearer token
+ *     POST /listeners/LISTENER/deny                {"cidr","ttl"}; DELETE with {"cidr"}: a runtime change, bearer token
+ *
+ * Runtime changes (src/runtime/runtime-changes.ts) last until the next
+ * reload or restart; `GET /config` lists them under `runtime`.
  *
  * This file routes requests and owns the lifecycle: `start()` reads the
  * token file and binds; `close()` stops accepting and lets requests in
@@ -41,6 +47,10 @@ import { CLOSE, HTML_HEADERS, HttpError, answerClientError, decodePathSegment, m
 import { createMetricsRegistry } from './metrics.js';
 import { renderStatusPage } from './page.js';
 import { buildStatus, readiness, type AdminSource } from './status.js';
+import { RuntimeChangeError, parseDenyBody, parseServerBody, type BodyProblem, type RuntimeChanges } from '../runtime/runtime-changes.js';
+
+/** What the admin server serves: the status source, and the runtime changes when the source takes them (the App does). */
+export type AdminServerSource = AdminSource & { readonly runtime?: RuntimeChanges };
 
 /** Largest request body accepted (the state call's body is a few bytes). */
 export const MAX_BODY_BYTES = 4096;
@@ -104,7 +114,7 @@ export function clientKey(address: string): string {
 
 /** The admin HTTP server of one App: routes requests, owns its socket and connections. */
 export class AdminServer {
-  readonly #source: AdminSource;
+  readonly #source: AdminServerSource;
   readonly #model: AdminModel;
   readonly #logger: Logger;
   readonly #options: Required<AdminServerOptions>;
@@ -122,7 +132,7 @@ export class AdminServer {
   #closing: Promise<void> | undefined;
 
   /** Builds the server; nothing is read, bound or scheduled before start(). */
-  constructor(source: AdminSource, model: AdminModel, logger: Logger, options: AdminServerOptions = {}) {
+  constructor(source: AdminServerSource, model: AdminModel, logger: Logger, options: AdminServerOptions = {}) {
     this.#source = source;
     this.#model = model;
     this.#logger = logger;
@@ -310,7 +320,8 @@ export class AdminServer {
         const model = this.#source.model;
         if (model === undefined) throw new HttpError(404, 'this instance does not report its configuration');
         if (reveal) this.#logger.info({ client: req.socket.remoteAddress }, 'admin configuration read with secrets revealed');
-        sendJson(res, 200, configDoc(model, reveal ? undefined : this.#token!.redactionKey));
+        const runtime = this.#source.runtime?.list();
+        sendJson(res, 200, { ...configDoc(model, reveal ? undefined : this.#token!.redactionKey), ...(runtime !== undefined ? { runtime } : {}) });
         return;
       }
       case '/':
@@ -326,7 +337,87 @@ export class AdminServer {
       await this.#setState(req, res, decodePathSegment(parts[2]!), decodePathSegment(parts[4]!));
       return;
     }
-    throw new HttpError(404, 'not found; try /status, /config, /metrics, /healthz, /ready or POST /pools/POOL/servers/SERVER/state');
+    if (parts.length === 4 && parts[1] === 'pools' && parts[3] === 'servers') {
+      if (method !== 'POST') throw methodNotAllowed('POST');
+      await this.#addServer(req, res, decodePathSegment(parts[2]!));
+      return;
+    }
+    if (parts.length === 5 && parts[1] === 'pools' && parts[3] === 'servers') {
+      if (method !== 'DELETE') throw methodNotAllowed('DELETE');
+      await this.#removeServer(req, res, decodePathSegment(parts[2]!), decodePathSegment(parts[4]!));
+      return;
+    }
+    if (parts.length === 4 && parts[1] === 'listeners' && parts[3] === 'deny') {
+      if (method !== 'POST' && method !== 'DELETE') throw methodNotAllowed('POST, DELETE');
+      await this.#deny(req, res, decodePathSegment(parts[2]!), method === 'POST');
+      return;
+    }
+    throw new HttpError(
+      404,
+      'not found; try /status, /config, /metrics, /healthz, /ready, POST /pools/POOL/servers/SERVER/state, POST /pools/POOL/servers, DELETE /pools/POOL/servers/SERVER or POST|DELETE /listeners/LISTENER/deny',
+    );
+  }
+
+  // -------------------------------------------------------------------------
+  // Runtime changes: token first, then the body, checked whole before anything changes.
+
+  /** The runtime changes, once the caller is known; 404 from a source that takes none. */
+  #runtime(req: http.IncomingMessage): RuntimeChanges {
+    authorize(this.#token, req.headers.authorization);
+    const runtime = this.#source.runtime;
+    if (runtime === undefined) throw new HttpError(404, 'this instance takes no runtime changes');
+    return runtime;
+  }
+
+  /** A JSON body of at most MAX_BODY_BYTES; 400 when it is not JSON. */
+  async #jsonBody(req: http.IncomingMessage, example: string): Promise<unknown> {
+    const body = await readBody(req, MAX_BODY_BYTES, this.#options.bodyTimeoutMs);
+    try {
+      return JSON.parse(body.toString('utf8'));
+    } catch {
+      throw new HttpError(400, `expected a JSON body like ${example}`);
+    }
+  }
+
+  /** Runs a runtime change; its refusal becomes 404, 409 or 503 with its message. */
+  async #change<T>(req: http.IncomingMessage, what: Record<string, unknown>, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (!(err instanceof RuntimeChangeError)) throw err;
+      this.#logger.info({ ...what, reason: err.reason, err: err.message, client: req.socket.remoteAddress }, 'runtime change refused');
+      throw new HttpError(err.reason === 'not_found' ? 404 : err.reason === 'conflict' ? 409 : 503, err.message);
+    }
+  }
+
+  /** POST /pools/POOL/servers. */
+  async #addServer(req: http.IncomingMessage, res: http.ServerResponse, poolName: string): Promise<void> {
+    const runtime = this.#runtime(req);
+    const parsed = parseServerBody(await this.#jsonBody(req, '{"address":"10.0.0.12:5432","name":"pg3"}'));
+    if (Array.isArray(parsed)) return badBody(res, parsed);
+    const added = await this.#change(req, { pool: poolName, server: parsed.name }, () => runtime.addServer(poolName, parsed));
+    sendJson(res, 201, added);
+  }
+
+  /** DELETE /pools/POOL/servers/SERVER. A body, if any, is not read. */
+  async #removeServer(req: http.IncomingMessage, res: http.ServerResponse, poolName: string, serverName: string): Promise<void> {
+    const runtime = this.#runtime(req);
+    const removed = await this.#change(req, { pool: poolName, server: serverName }, () => runtime.removeServer(poolName, serverName));
+    sendJson(res, 200, removed);
+  }
+
+  /** POST (add) or DELETE (lift) /listeners/LISTENER/deny. */
+  async #deny(req: http.IncomingMessage, res: http.ServerResponse, listenerName: string, add: boolean): Promise<void> {
+    const runtime = this.#runtime(req);
+    const parsed = parseDenyBody(await this.#jsonBody(req, add ? '{"cidr":"203.0.113.0/24","ttl":"1h"}' : '{"cidr":"203.0.113.0/24"}'), add);
+    if (Array.isArray(parsed)) return badBody(res, parsed);
+    const what = { listener: listenerName, cidr: parsed.cidr };
+    if (add) {
+      const added = await this.#change(req, what, () => runtime.addDeny(listenerName, parsed));
+      sendJson(res, added.refreshed ? 200 : 201, added);
+    } else {
+      sendJson(res, 200, await this.#change(req, what, () => runtime.removeDeny(listenerName, parsed.cidr)));
+    }
   }
 
   /** POST /pools/POOL/servers/SERVER/state. Bodies are not read before the caller is known. */
@@ -351,6 +442,11 @@ export class AdminServer {
     }
     sendJson(res, 200, { pool: pool.name, server: server.name, from, to: state });
   }
+}
+
+/** 400 naming every field that is wrong: `{"error": "address: expected host:port, got ...", "problems": [{path, message}]}`. */
+function badBody(res: http.ServerResponse, problems: readonly BodyProblem[]): void {
+  sendJson(res, 400, { error: problems.map((p) => `${p.path}: ${p.message}`).join('; '), problems });
 }
 
 /** `reveal=secrets` in a `GET /config` query: payloads in clear. Another value is refused, not taken as "no". */

@@ -65,15 +65,21 @@ export interface ServerStatus {
   /** Server → client bytes of closed connections. */
   readonly bytes_out: number;
   readonly last_check: LastCheckStatus | null;
+  /** least_time's average response time (the pool's `measure`), in ms; null: none yet. */
+  readonly response_ms: number | null;
 }
 
 export interface PoolStatus {
   readonly name: string;
   readonly balance: string;
+  /** What the servers' `response_ms` measure: `connect` or `first_byte` (`least_time.measure`). */
+  readonly measure: string;
   /** The listeners that send connections here: as their default pool, or through a route. */
   readonly listeners: readonly string[];
   /** A reload removed the pool; it is listed while its servers have open connections. */
   readonly removed: boolean;
+  /** `stick`: clients the stick table remembers now (all threads'); null when the pool has no stick table. */
+  readonly stick_entries: number | null;
   /** The configured servers, then those a reload removed that still have open connections (state `removed`). */
   readonly servers: readonly ServerStatus[];
 }
@@ -192,6 +198,7 @@ export function buildStatus(source: AdminSource, now = Date.now()): StatusDoc {
         last === null
           ? null
           : { ok: last.ok, reason: last.reason, latency_ms: ms(last.latencyMs), at: new Date(last.at).toISOString(), source: last.source },
+      response_ms: s.responseUs > 0 ? ms(s.responseUs / 1000) : null,
     };
   };
   // A server added back takes its old slot (and counts its connections there): it is listed once, as configured.
@@ -214,19 +221,22 @@ export function buildStatus(source: AdminSource, now = Date.now()): StatusDoc {
         bytes_in: 0,
         bytes_out: 0,
         last_check: null,
+        response_ms: null,
       }));
   const pools = [...source.pools.values()].map(
     (p): PoolStatus => ({
       name: p.name,
       balance: p.model.balance,
+      measure: p.model.leastTime.measure,
       listeners: reachedFrom.get(p.name) ?? [],
       removed: false,
+      stick_entries: p.stick?.entries ?? null,
       servers: [...p.servers.map((s) => server(s, false)), ...unresolved(p), ...draining(p.removedServers())],
     }),
   );
   for (const p of source.removedPools ?? []) {
     const servers = draining([...p.servers, ...p.removedServers()]);
-    if (servers.length > 0) pools.push({ name: p.name, balance: p.model.balance, listeners: [], removed: true, servers });
+    if (servers.length > 0) pools.push({ name: p.name, balance: p.model.balance, measure: p.model.leastTime.measure, listeners: [], removed: true, stick_entries: null, servers });
   }
   return { phase: source.phase, time: new Date(now).toISOString(), workers: source.threads ?? 1, worker_restarts: source.workerRestarts ?? 0, listeners, pools };
 }

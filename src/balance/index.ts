@@ -5,6 +5,7 @@
 
 import type { Balance } from '../config/model.js';
 import { LeastConnPicker } from './least-conn.js';
+import { LeastTimePicker } from './least-time.js';
 import type { Candidate, Picker } from './picker.js';
 import { RandomTwoPicker } from './random-two.js';
 import { RoundRobinPicker, type PositionCounter } from './round-robin.js';
@@ -12,6 +13,7 @@ import { SourceHashPicker } from './source-hash.js';
 
 export type { Candidate, Picker } from './picker.js';
 export { LeastConnPicker } from './least-conn.js';
+export { LEAST_TIME_ALPHA, LeastTimePicker, blendResponse, medianResponse } from './least-time.js';
 export { RandomTwoPicker } from './random-two.js';
 export { OwnCounter, RoundRobinPicker, type PositionCounter } from './round-robin.js';
 export { SourceHashPicker, normaliseClientKey } from './source-hash.js';
@@ -31,6 +33,8 @@ export function createPicker<S extends Candidate>(balance: Balance, servers: rea
       return new SourceHashPicker(servers);
     case 'random_two':
       return new RandomTwoPicker(servers);
+    case 'least_time':
+      return new LeastTimePicker(servers);
     default:
       // Reachable only from untyped callers.
       throw new RangeError(`unknown balance algorithm: ${String(balance satisfies never)}`);

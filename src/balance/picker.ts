@@ -12,6 +12,8 @@ export interface Candidate {
   readonly weight: number;
   /** Open connections right now. */
   readonly active: number;
+  /** least_time: the server's average response time in µs, read live; 0 or absent: no figure yet. */
+  readonly responseUs?: number;
 }
 
 export interface Picker<S extends Candidate = Candidate> {

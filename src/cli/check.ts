@@ -4,13 +4,14 @@
  * instance.
  */
 import type { Command } from 'commander';
-import { baseUrl, fetchConfig, redactForToken, resolveToken } from '../admin/client.js';
+import { baseUrl, fetchRunning, redactForToken, resolveToken } from '../admin/client.js';
 import { diffModels } from '../config/diff.js';
 import { loadConfig } from '../config/load.js';
 import type { Model } from '../config/model.js';
 import { rereadWarnings } from '../runtime/privileges.js';
-import { formatDiff } from './diff-render.js';
+import { formatDiff, formatRuntimeChanges } from './diff-render.js';
 import { reportConfigFailure, reportFailure } from './report.js';
+import { runtimeChangesOf } from './runtime-client.js';
 
 interface CheckOptions {
   config: string;
@@ -71,10 +72,13 @@ async function previewReload(model: Model, file: string, admin: string, tokenFil
   try {
     baseUrl(admin, '--diff'); // a bad URL is named before a missing token
     const token = await resolveToken(tokenFile, process.env, { tokenFile: model.admin?.tokenFile ?? null });
-    const running = await fetchConfig(admin, token, '--diff');
+    const running = await fetchRunning(admin, token, '--diff');
     // Both sides redacted with the token's key: a changed probe payload shows, its bytes do not.
     const next = redactForToken(model, token);
-    process.stdout.write(`\nReload preview: ${file} against the running l4lb at ${admin}\n\n${formatDiff(diffModels(running, next))}`);
+    // The running model includes the runtime changes, so the diff shows their undoing; the section names them as such.
+    process.stdout.write(
+      `\nReload preview: ${file} against the running l4lb at ${admin}\n\n${formatDiff(diffModels(running.model, next))}${formatRuntimeChanges(runtimeChangesOf(running.runtime))}`,
+    );
   } catch (err) {
     reportFailure(err);
   }

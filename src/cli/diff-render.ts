@@ -5,6 +5,7 @@
  */
 import { formatTable } from '../admin/client.js';
 import type { ClientMoves, ConfigDiff, FieldChange, ServerSummary } from '../config/diff.js';
+import type { RuntimeChange } from '../runtime/runtime-changes.js';
 
 /** Admin settings and the process user are read once, at start. */
 const RESTART_NOTE = 'takes effect at the next restart, not on reload';
@@ -171,4 +172,20 @@ export function formatDiff(diff: ConfigDiff): string {
   if (certNote !== null) notes.push(certNote);
   section('Notes', notes.map((n) => `  ${n}`));
   return `${out.join('\n')}\n`;
+}
+
+/**
+ * The runtime changes the running instance lists (admin API: servers added
+ * and removed, networks denied): a reload from the file undoes every one.
+ * Empty when there are none.
+ */
+export function formatRuntimeChanges(changes: readonly RuntimeChange[]): string {
+  if (changes.length === 0) return '';
+  const lines = changes.map((c) => {
+    if (c.kind === 'server_added') return `  pool ${c.pool}: server ${c.server} (${c.address}) added at ${c.at}; a reload removes it`;
+    if (c.kind === 'server_removed') return `  pool ${c.pool}: server ${c.server} (${c.address}) removed at ${c.at}; a reload adds it back (if the file has it)`;
+    const until = c.expires === null ? 'until the next reload' : `until ${c.expires}`;
+    return `  listener ${c.listener}: ${c.cidr} denied at ${c.at}, ${until}; a reload lifts it`;
+  });
+  return `\nRuntime changes a reload would undo (${changes.length}; made through the admin API, shown above as changes too):\n${lines.join('\n')}\n`;
 }

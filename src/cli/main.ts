@@ -1,6 +1,6 @@
 /**
  * The command line (commander): `run`, `check`, `status`, `server`,
- * `--version`. Library code never exits the process; only the commands
+ * `deny`, `--version`. Library code never exits the process; only the commands
  * here decide exit codes.
  */
 import { Command } from 'commander';
@@ -25,7 +25,8 @@ Examples:
   $ l4lb check --config /etc/l4lb/l4lb.yaml
   $ l4lb run --config /etc/l4lb/l4lb.yaml --drain-timeout 10s
   $ l4lb status
-  $ l4lb server drain pg 10.0.0.12:5432 --token-file /etc/l4lb/admin.token`,
+  $ l4lb server drain pg 10.0.0.12:5432 --token-file /etc/l4lb/admin.token
+  $ l4lb deny add postgres 203.0.113.0/24 --ttl 1h`,
     );
   addRunCommand(program);
   addCheckCommand(program);

@@ -54,6 +54,17 @@ export function formatBytes(value: BytesJson | Buffer | null | undefined): strin
 /** `[a, b]`, or `none` for an empty list. */
 const formatList = known((list: readonly string[]) => (list.length === 0 ? 'none' : `[${list.join(', ')}]`));
 
+/**
+ * One route as `MATCH: pool`; a source names its entries and how many networks
+ * they hold, so an edited `@FILE` shows as a change.
+ */
+function routeText(r: ListenerJson['routes'][number]): string {
+  const parts: string[] = [];
+  if (r.sni !== undefined) parts.push(r.sni);
+  if (r.source !== undefined) parts.push(`source ${r.source.join(' ')} (${r.sourceCidrs?.length ?? 0} networks)`);
+  return `${parts.join(' and ')}: ${r.pool}`;
+}
+
 /** A limit where 0 means unlimited. */
 const formatLimit = known((n: number) => (n === 0 ? 'unlimited' : String(n)));
 
@@ -159,7 +170,7 @@ export const LISTENER_FIELDS: readonly Field<ListenerJson>[] = [
   { key: 'per_source.max_connections', get: (l) => l.perSource?.maxConnections, show: formatLimit },
   { key: 'per_source.connect_rate', get: (l) => l.perSource?.connectRate, show: formatLimit },
   { key: 'per_source.ipv6_prefix', get: (l) => l.perSource?.ipv6Prefix },
-  { key: 'routes', get: (l) => l.routes, show: known((r: ListenerJson['routes']) => formatList(r.map((x) => `${x.sni}: ${x.pool}`))) },
+  { key: 'routes', get: (l) => l.routes, show: known((r: ListenerJson['routes']) => formatList(r.map(routeText))) },
 ];
 
 /** `pools[].tls`. */
@@ -181,11 +192,13 @@ export function poolTlsSummary(t: PoolJson['tls'] | undefined): string {
 /** `pools[]` (tls and servers are compared on their own). */
 export const POOL_FIELDS: readonly Field<PoolJson>[] = [
   { key: 'balance', get: (p) => p.balance },
+  { key: 'least_time.measure', get: (p) => p.leastTime?.measure },
   { key: 'retries', get: (p) => p.retries },
   { key: 'timeouts.connect', get: (p) => p.timeouts?.connectMs, show: duration },
   { key: 'timeouts.idle', get: (p) => p.timeouts?.idleMs, show: duration },
   { key: 'slow_start', get: (p) => p.slowStartMs, show: (ms: number | undefined) => (ms === 0 ? 'off' : duration(ms)) },
   { key: 'on_server_down', get: (p) => p.onServerDown },
+  { key: 'stick', get: (p) => p.stick, show: known((st: PoolJson['stick']) => (st === null ? 'off' : `expire ${duration(st.expireMs)}, size ${st.size}`)) },
   { key: 'proxy_protocol', get: (p) => p.proxyProtocol },
   { key: 'health.interval', get: (p) => p.health?.intervalMs, show: duration },
   { key: 'health.timeout', get: (p) => p.health?.timeoutMs, show: duration },

@@ -7,7 +7,9 @@
 /** `log.level`. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
 /** `pools[].balance`. */
-export const BALANCES = ['least_conn', 'source_hash', 'round_robin', 'random_two'] as const;
+export const BALANCES = ['least_conn', 'source_hash', 'round_robin', 'random_two', 'least_time'] as const;
+/** `pools[].least_time.measure`: what least_time averages. */
+export const LEAST_TIME_MEASURES = ['connect', 'first_byte'] as const;
 /** `pools[].on_server_down`. */
 export const ON_SERVER_DOWN = ['keep', 'close'] as const;
 /** `pools[].proxy_protocol`. */

@@ -107,6 +107,8 @@ export interface PoolModel {
   readonly tls: PoolTlsModel | null;
   /** What least_time averages per server (also shown in /status and metrics for every pool). */
   readonly leastTime: { readonly measure: LeastTimeMeasure };
+  /** Stick table (`stick`): a client address keeps its server; null = off. */
+  readonly stick: StickModel | null;
   /**
    * The servers whose address is a host name, re-resolved every
    * `dns.interval` (src/runtime/dns-refresh.ts). Each stands for the
@@ -115,6 +117,14 @@ export interface PoolModel {
    * none while it is unresolved. Absent: none.
    */
   readonly hostnames?: readonly HostnameServerModel[];
+}
+
+/** `pools[].stick`: how long an idle client keeps its server, and how many clients are remembered. */
+export interface StickModel {
+  /** After a client's last connection closes, its entry lasts this long. */
+  readonly expireMs: number;
+  /** Most clients remembered; idle ones are forgotten oldest first to make room. */
+  readonly size: number;
 }
 
 /** A configured server whose address is a host name (see PoolModel.hostnames). */

@@ -151,6 +151,12 @@ export class HealthChecker {
       return;
     }
     server.checkDurationMs = result.latencyMs;
+    if (result.ok) {
+      // Probes feed least_time's averages too, so an idle server's figure stays fresh. The first byte only
+      // from the server's own port: another service's (health.port) replies say nothing of it.
+      if (result.connectMs !== undefined) this.#pool.reportResponse(server, 'connect', result.connectMs);
+      if (result.firstByteMs !== undefined && health.port === null) this.#pool.reportResponse(server, 'first_byte', result.firstByteMs);
+    }
     this.#noteOnce(server, slot, result);
     this.#record(server, { ok: result.ok, reason: result.reason, latencyMs: result.latencyMs, at: Date.now(), source: 'active' });
     // Failing but not yet down: look again soon, so `fall` is reached quickly.

@@ -87,6 +87,10 @@ export interface ProbeResult {
   readonly local?: string;
   /** A passing probe the server still logs as a problem: why, and the fix. */
   readonly note?: string;
+  /** ms from the start to connected (TLS done, when the kind talks TLS); set once connected. */
+  readonly connectMs?: number;
+  /** ms from connected to the server's first byte (its greeting, or the reply to the probe's request); set when one came. */
+  readonly firstByteMs?: number;
 }
 
 /** Where and how a server at `address` is probed under `health` (everything but the timeout, header, signal and budget). */
@@ -151,6 +155,9 @@ export function probe(target: ProbeTarget, options: ProbeOptions): Promise<Probe
     let connected = false;
     /** Between the TCP connect and the end of the TLS handshake. */
     let handshaking = false;
+    /** When the conversation began (connected, TLS done) and when its first byte came (performance.now() ms; 0: not yet). */
+    let beganAt = 0;
+    let firstByteAt = 0;
     const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
     /** What the conversation talks over: the TCP socket, or the TLS socket on it. */
     let stream: net.Socket = socket;
@@ -173,7 +180,15 @@ export function probe(target: ProbeTarget, options: ProbeOptions): Promise<Probe
       if (result !== undefined) return;
       const { ok, reason, note } = verdict;
       const latencyMs = Math.round((performance.now() - started) * 10) / 10;
-      result = { ok, reason, latencyMs, ...(local !== undefined ? { local } : {}), ...(note !== undefined ? { note } : {}) };
+      result = {
+        ok,
+        reason,
+        latencyMs,
+        ...(local !== undefined ? { local } : {}),
+        ...(note !== undefined ? { note } : {}),
+        ...(beganAt > 0 ? { connectMs: beganAt - started } : {}),
+        ...(firstByteAt > 0 ? { firstByteMs: firstByteAt - beganAt } : {}),
+      };
       if (verdict.farewell === undefined || !connected || handshaking || stream.destroyed) return release();
       if (verdict.serverCloses === true) {
         // The goodbye asks the server to close: its FIN (or close_notify) comes first, ours answers it, then 'close' releases.
@@ -208,11 +223,13 @@ export function probe(target: ProbeTarget, options: ProbeOptions): Promise<Probe
     const onData = (chunk: Buffer): void => {
       // After the verdict, whatever still comes is read and dropped, so the close stays clean.
       if (result !== undefined) return;
+      if (firstByteAt === 0 && beganAt > 0) firstByteAt = performance.now();
       const verdict = talk.data(chunk);
       if (verdict !== undefined) decide(verdict);
     };
     /** The conversation begins on `over`. */
     const begin = (over: net.Socket): void => {
+      beganAt = performance.now();
       const verdict = talk.start(over);
       if (verdict !== undefined) decide(verdict);
     };

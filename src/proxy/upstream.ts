@@ -10,6 +10,7 @@
  * (EMFILE...) is not, and is not retried either (it would fail alike).
  */
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
 import { formatDuration } from '../config/duration.js';
 import {
@@ -73,6 +74,8 @@ export class Upstream {
   #timer: NodeJS.Timeout | undefined;
   #lastFailure: L4lbError | undefined;
   #over = false;
+  /** When the attempt under way began (performance.now() ms). */
+  #connectStart = 0;
 
   constructor(pool: Pool, key: string, fds: FdBudget, header: () => Buffer | null, owner: UpstreamOwner, sslRequest = false) {
     this.#sslRequest = sslRequest;
@@ -109,7 +112,8 @@ export class Upstream {
     // Room for the backend's descriptor, or the connect would fail with EMFILE anyway.
     if (!this.#fds.take('connect')) return this.#fail(new LocalResourceError('EMFILE', 'descriptor reserve reached'));
     this.#attempts++;
-    this.#lease = pool.acquire(server);
+    this.#lease = pool.acquire(server, this.#key);
+    this.#connectStart = performance.now();
     const socket = net.connect({
       host: server.address.host,
       port: server.address.port,
@@ -176,6 +180,8 @@ export class Upstream {
   }
 
   #ready = (): void => {
+    // least_time's `connect` figure: TCP, the PROXY header and SSLRequest when sent, and TLS.
+    this.#pool.reportResponse(this.#lease!.server, 'connect', performance.now() - this.#connectStart);
     clearTimeout(this.#timer);
     this.#timer = undefined;
     const socket = this.#socket!;

@@ -35,6 +35,7 @@ import { Planner, type Plan } from './plan.js';
 import { Workers } from './workers.js';
 import { withAddresses } from '../dns/servers.js';
 import { DnsRefresh, type DnsFailureCounts } from './dns-refresh.js';
+import { RuntimeChangeError, RuntimeChanges, type RuntimeStep } from './runtime-changes.js';
 
 export type { ReloadSummary } from './data-plane.js';
 
@@ -99,6 +100,8 @@ export class App {
   readonly dnsFailures: DnsFailureCounts = new Map();
   /** Redacts probe payloads in reload comparisons: a key of this process only, so a MAC tells changed from unchanged and nothing else. */
   readonly #redactKey = randomBytes(32);
+  /** Servers and denies changed through the admin API since the last reload from the file (they last until then). */
+  readonly runtime: RuntimeChanges;
 
   constructor(model: Model, logger: Logger) {
     this.#model = model;
@@ -121,6 +124,7 @@ export class App {
       },
     });
     this.#checkers = this.#buildCheckers(this.#plane.pools);
+    this.runtime = new RuntimeChanges(this, logger);
     this.admin = model.admin === null ? null : new AdminServer(this, model.admin, logger);
   }
 
@@ -269,7 +273,31 @@ export class App {
    * the next restart.
    */
   reload(next: Model): Promise<ReloadResult> {
-    const run = this.#reloading.then(() => this.#reload(next));
+    const run = this.#reloading.then(async () => {
+      const result = await this.#reload(next);
+      // The file is the truth again: runtime changes last until a reload (a failed one keeps them).
+      this.runtime.reset();
+      return result;
+    });
+    this.#reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * A runtime change (runtime-changes.ts): `build` makes the next model from
+   * the running one, in the reload queue, and it is applied as a DNS change
+   * is (every thread; no file or certificate read; DNS changes later keep
+   * it, as they rebuild the running model). `build` throwing changes nothing.
+   */
+  applyRuntime(build: (running: Model) => RuntimeStep): Promise<void> {
+    const run = this.#reloading.then(async () => {
+      if (this.#phase !== 'running' || this.#destroying !== undefined) {
+        throw new RuntimeChangeError('unavailable', `l4lb is ${this.#destroying !== undefined ? 'stopped' : this.#phase}: no runtime changes`);
+      }
+      const step = build(this.#model);
+      if (step.model !== null) await this.#reload(step.model, true);
+      step.commit();
+    });
     this.#reloading = run.catch(() => undefined);
     return run;
   }
@@ -371,6 +399,7 @@ export class App {
   async #drain(drainMs: number): Promise<void> {
     this.#phase = 'draining';
     this.#dns?.close();
+    this.runtime.close();
     // A reload in progress finishes first, so nothing it opens is left behind.
     await this.#reloading;
     const drained = Promise.all([this.#plane.drain(), this.#workers.drain()]);
@@ -403,6 +432,7 @@ export class App {
 
   async #destroy(): Promise<void> {
     this.#dns?.close();
+    this.runtime.close();
     this.#endGrace?.();
     await Promise.all([this.#plane.destroy(), this.#workers.destroy(), ...this.#checkers.map((c) => c.destroy())]);
     await (this.admin?.destroy() ?? this.admin?.close());

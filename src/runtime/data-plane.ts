@@ -201,6 +201,7 @@ export class DataPlane {
     new CancelKeyTable(this.#env.memory.handles().cancelKeys, 0).releaseThread(thread);
     const tables = new Set([...this.#listeners, ...this.#retired].map((l) => l.perSource).filter((t) => t !== null));
     await Promise.all([...tables].map((t) => t.releaseWorker(thread)));
+    for (const p of this.#pools.values()) p.stick?.releaseWorker(thread);
   }
 
   /**
@@ -254,8 +255,11 @@ export class DataPlane {
     const memory = this.#env.memory;
     const pools = new Map<string, Pool>();
     for (const p of plan.model.pools) {
-      const sharing = { memory, poolSlot: plan.poolSlots[p.name]!, slots: plan.serverSlots[p.name]!, owner: this.owner };
-      pools.set(p.name, new Pool(p, previous.get(p.name), sharing));
+      const sharing = { memory, poolSlot: plan.poolSlots[p.name]!, slots: plan.serverSlots[p.name]!, owner: this.owner, stick: plan.stick[p.name] };
+      const pool = new Pool(p, previous.get(p.name), sharing);
+      // The main thread's pool made (or kept) the stick table: the other threads attach to it.
+      if (pool.stick !== null) plan.stick[p.name] = pool.stick.buffer;
+      pools.set(p.name, pool);
     }
     return pools;
   }

@@ -24,6 +24,8 @@ export interface Plan {
   readonly ports: Record<string, number>;
   /** Per listener name: the buffer of its per-source table (made by the main thread); filled in once built. */
   readonly perSource: Record<string, SharedArrayBuffer>;
+  /** Per pool name: the buffer of its stick table (made or kept by the main thread's pool); filled in once built. */
+  readonly stick: Record<string, SharedArrayBuffer>;
   /** Contents of the secret files the model names (keys, certificates, CAs), by path; filled in by the main thread. */
   secrets: ReadonlyArray<readonly [string, Uint8Array]>;
 }
@@ -105,6 +107,6 @@ export class Planner {
       pairSlots[lm.name] = pairs;
     }
     this.#memory.ensure({ servers: this.#nextServer, listeners: this.#nextListener, pairs: this.#nextPair, pools: this.#pools.size });
-    return { model, poolSlots, serverSlots, listenerSlots, pairSlots, ports: {}, perSource: {}, secrets: [] };
+    return { model, poolSlots, serverSlots, listenerSlots, pairSlots, ports: {}, perSource: {}, stick: {}, secrets: [] };
   }
 }

@@ -12,11 +12,13 @@
  * reload that adds servers grows them in place; views track their length.
  */
 
-/** Per server: [active connections (all threads), flags, weight × 1000, spare]. */
+/** Per server: [active connections (all threads), flags, weight × 1000, response time average in µs (0: none yet)]. */
 export const SERVER_STATE = 4;
 export const S_ACTIVE = 0;
 export const S_FLAGS = 1;
 export const S_WEIGHT = 2;
+/** least_time's moving average (see src/balance/least-time.ts), written by whichever thread measured. */
+export const S_RESPONSE_US = 3;
 /** Flag bits of S_FLAGS. */
 export const FLAG_UP = 1;
 export const FLAG_BACKUP = 2;

@@ -1,6 +1,7 @@
 /**
  * A server's counts and state in shared memory (see memory.ts): the open
- * connections every thread compares at pick time (least_conn, random_two),
+ * connections and response time averages every thread compares at pick time
+ * (least_conn, random_two, least_time),
  * each thread's counters, and the health, admin state and weight that the
  * main thread decides and every thread picks by.
  */
@@ -18,6 +19,7 @@ import {
   SERVER_STATE,
   S_ACTIVE,
   S_FLAGS,
+  S_RESPONSE_US,
   S_WEIGHT,
   type SharedMemory,
 } from './memory.js';
@@ -63,6 +65,21 @@ export class SharedServerCounts implements ServerCounts {
 
   addConnectFailure(): void {
     this.#memory.serverRows[this.#row + R_CONNECT_FAILURES]! += 1;
+  }
+
+  get responseUs(): number {
+    return Atomics.load(this.#memory.serverState, this.#state + S_RESPONSE_US);
+  }
+
+  updateResponse(next: (previousUs: number) => number): void {
+    const state = this.#memory.serverState;
+    const at = this.#state + S_RESPONSE_US;
+    // Compare-and-swap, so two threads' samples both count; bounded: under a
+    // storm of writers a lost sample costs nothing (the next one comes soon).
+    for (let i = 0; i < 8; i++) {
+      const previous = Atomics.load(state, at);
+      if (Atomics.compareExchange(state, at, previous, next(previous)) === previous) return;
+    }
   }
 }
 

@@ -58,7 +58,7 @@ export function boolOr(v: unknown, fallback: boolean): boolean {
 }
 
 /** EACCES/EPERM name the user l4lb reads as (after a privilege drop, files first named in a reload must be readable by it). */
-function unreadableReason(err: NodeJS.ErrnoException): string {
+export function unreadableReason(err: NodeJS.ErrnoException): string {
   const euid = process.geteuid?.();
   if ((err.code === 'EACCES' || err.code === 'EPERM') && euid !== undefined && euid !== 0) {
     return `${err.code} (not readable by user ${userName(euid)}, which l4lb runs as)`;

@@ -1,5 +1,7 @@
 /** `listeners[]`: where l4lb accepts connections, who may connect, and where they go. */
+import { readFile, stat } from 'node:fs/promises';
 import { DEFAULTS } from '../../defaults.js';
+import { parseCidr } from '../../net/cidr.js';
 import { DEFAULT_IPV6_PREFIX } from '../../protect/per-source.js';
 import { sniPatternProblem } from '../../tls/sni-routes.js';
 import type { ListenerModel, ListenerTlsModel, RouteModel } from '../model.js';
@@ -7,7 +9,7 @@ import { LISTENER_PROTOCOLS } from '../enums.js';
 import { cidrList, duration, flag, integer, kind, name, object, oneWordOf, text, type JsonSchema } from '../schema-nodes.js';
 import { show } from '../show.js';
 import { didYouMean } from '../suggest.js';
-import { UNRESOLVED, asObject, asString, boolOr, intOr, type Check, type Draft, type Obj, type TlsDraft } from './context.js';
+import { UNRESOLVED, asObject, asString, boolOr, intOr, type Check, type Draft, type Obj, type TlsDraft, unreadableReason } from './context.js';
 import { listenerTlsSchema, normaliseListenerTls } from './listener-tls.js';
 
 /** A count limit: at least 1; absent means unlimited. */
@@ -55,16 +57,34 @@ export const listenerSchema = object(
     }),
     tls: listenerTlsSchema,
     routes: {
-      description: 'SNI routing (needs tls): the first route whose sni matches sends the connection to its pool; no match uses the listener\'s pool.',
+      description:
+        'Where connections go by what is known of them: the first route whose every given key matches (sni, source) sends the ' +
+        'connection to its pool; no match uses the listener\'s pool. sni needs tls on the listener; source does not.',
       type: 'array',
       maxItems: 10000,
       items: object(
-        'One route.',
+        'One route: give sni, source or both.',
         {
           sni: text('An exact server name, or "*.suffix" for any name ending in ".suffix". Case-insensitive.', 255),
+          source: {
+            description:
+              'Client networks (CIDR, IPv4 or IPv6; with accept_proxy the PROXY header\'s address), or "@FILE": a file of CIDRs, one a line, ' +
+              '"#" comments and blank lines allowed, read at start and at every reload (SIGHUP). Matched without a scan: lists of 100k networks are fine.',
+            type: 'array',
+            minItems: 1,
+            maxItems: 10000,
+            items: { type: 'string', minLength: 1, maxLength: 4096 },
+          },
+          country: {
+            description: 'Client countries (ISO 3166 codes, e.g. DE) looked up in geoip.database. Not available in this build: refused.',
+            type: 'array',
+            minItems: 1,
+            maxItems: 300,
+            items: { type: 'string', pattern: '^[A-Z]{2}$' },
+          },
           pool: name('The pool that serves matching connections.'),
         },
-        ['sni', 'pool'],
+        ['pool'],
       ),
     },
     trusted_proxies: cidrList(
@@ -80,6 +100,16 @@ export const listenerSchema = object(
   ['name', 'bind', 'pool'],
   'listener',
 );
+
+/** The schema node of `geoip` (top level): accepted so that configurations written for it read, but country routes are refused. */
+export const geoipSchema = object('A MaxMind-format database for country routes. Not available in this build: country routes are refused.', {
+  database: text('Path of the .mmdb file.', 4096),
+});
+
+/** `geoip` alone changes nothing here: say so rather than accept it silently. */
+export function checkGeoip(check: Check, value: unknown): void {
+  if (value !== undefined) check.warnings.push('geoip: not used: country routes need a GeoIP reader, not available in this build');
+}
 
 /** The listeners read, and the terminating ones whose certificates are checked once their files are known readable. */
 export interface Listeners {
@@ -179,18 +209,99 @@ function bind(check: Check, draft: Draft<ListenerModel>, value: unknown): void {
   }
 }
 
-/** `routes`: SNI patterns and the pools they name; they need TLS on the listener. */
+/** `routes`: what each matches (sni, source) and the pools they name; sni routes need TLS on the listener. */
 function normaliseRoutes(check: Check, path: string, value: unknown, hasTls: boolean, pools: ReadonlyMap<string, string> | null): RouteModel[] {
   if (!Array.isArray(value)) return [];
-  if (!hasTls) check.add(path, 'SNI routes need tls (mode terminate or passthrough) on the listener');
+  if (!hasTls && value.some((r) => asObject(r)?.sni !== undefined)) check.add(path, 'SNI routes need tls (mode terminate or passthrough) on the listener');
   const out: RouteModel[] = [];
   for (const [i, item] of value.entries()) {
+    const at = `${path}[${i}]`;
     const r = asObject(item);
-    if (!r || typeof r.sni !== 'string' || typeof r.pool !== 'string') continue;
-    const bad = sniPatternProblem(r.sni);
-    if (bad !== undefined) check.add(`${path}[${i}].sni`, bad);
-    if (pools !== null && !pools.has(r.pool)) check.add(`${path}[${i}].pool`, `no pool named "${r.pool}"${didYouMean(r.pool, pools.keys())}`);
-    out.push({ sni: r.sni, pool: r.pool });
+    if (!r || typeof r.pool !== 'string') continue;
+    if (r.sni === undefined && r.source === undefined && r.country === undefined) {
+      check.add(at, 'a route needs sni, source or both: a route matching everyone would make the listener\'s pool unreachable');
+    }
+    if (r.country !== undefined) check.add(`${at}.country`, 'country routes need a GeoIP reader, not available in this build');
+    if (typeof r.sni === 'string') {
+      const bad = sniPatternProblem(r.sni);
+      if (bad !== undefined) check.add(`${at}.sni`, bad);
+    }
+    if (pools !== null && !pools.has(r.pool)) check.add(`${at}.pool`, `no pool named "${r.pool}"${didYouMean(r.pool, pools.keys())}`);
+    const source = Array.isArray(r.source) ? r.source.filter((x): x is string => typeof x === 'string') : undefined;
+    out.push({
+      ...(typeof r.sni === 'string' ? { sni: r.sni } : {}),
+      ...(source !== undefined ? { source, sourceCidrs: sourceCidrs(check, `${at}.source`, r.source as unknown[]) } : {}),
+      pool: r.pool,
+    });
   }
   return out;
+}
+
+/** A CIDR list file is refused above this size (100k networks take about 2 MB). */
+const MAX_SOURCE_FILE_BYTES = 64 * 1024 * 1024;
+/** Bad lines reported per file; the rest are counted. */
+const MAX_LINE_PROBLEMS = 5;
+
+/**
+ * `source`: the CIDRs to match, each `@FILE`'s lines in its place. The list
+ * is filled once the files are read (before the model is complete).
+ */
+function sourceCidrs(check: Check, path: string, items: readonly unknown[]): string[] {
+  const out: string[] = [];
+  const parts: (string[] | Promise<string[]>)[] = [];
+  for (const [i, item] of items.entries()) {
+    if (typeof item !== 'string') continue; // the schema has reported it
+    if (item.startsWith('@')) {
+      parts.push(readCidrFile(check, path, item.slice(1)));
+      continue;
+    }
+    const parsed = parseCidr(item);
+    if (typeof parsed === 'string') check.add(`${path}[${i}]`, parsed);
+    else parts.push([parsed.text]);
+  }
+  check.wait(
+    Promise.all(parts).then((lists) => {
+      // A loop, not push(...list): a 100k-line file would be 100k call arguments.
+      for (const list of lists) for (const c of list) out.push(c);
+    }),
+  );
+  return out;
+}
+
+/** Reads a CIDR list file: one CIDR a line, `#` to the end of a line is a comment, blank lines skipped. */
+async function readCidrFile(check: Check, path: string, file: string): Promise<string[]> {
+  if (file === '') {
+    check.add(path, 'expected a file name after "@"');
+    return [];
+  }
+  let text: string;
+  try {
+    const size = (await stat(file)).size;
+    if (size > MAX_SOURCE_FILE_BYTES) {
+      check.add(path, `${file}: larger than ${MAX_SOURCE_FILE_BYTES} bytes`);
+      return [];
+    }
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    check.add(path, `cannot read ${file}: ${e.code === 'ENOENT' ? 'no such file' : unreadableReason(e)}`);
+    return [];
+  }
+  const cidrs: string[] = [];
+  let bad = 0;
+  let line = 0;
+  for (const raw of text.split('\n')) {
+    line++;
+    const hash = raw.indexOf('#');
+    const entry = (hash < 0 ? raw : raw.slice(0, hash)).trim();
+    if (entry === '') continue;
+    const parsed = parseCidr(entry);
+    if (typeof parsed !== 'string') {
+      cidrs.push(parsed.text);
+      continue;
+    }
+    if (++bad <= MAX_LINE_PROBLEMS) check.add(path, `${file}:${line}: expected a CIDR, got ${show(entry)}`);
+  }
+  if (bad > MAX_LINE_PROBLEMS) check.add(path, `${file}: and ${bad - MAX_LINE_PROBLEMS} more bad lines`);
+  return cidrs;
 }

@@ -13,7 +13,8 @@ import { serversOf } from '../../dns/servers.js';
 import { describe } from '../../errors.js';
 import { parseAddress } from '../address.js';
 import { BALANCES, LEAST_TIME_MEASURES, ON_SERVER_DOWN, PROXY_PROTOCOL_VERSIONS } from '../enums.js';
-import type { HostnameServerModel, PoolModel, PoolTlsModel, ServerModel } from '../model.js';
+import type { HostnameServerModel, PoolModel, PoolTlsModel, ServerModel, StickModel } from '../model.js';
+import { MAX_STICK_SIZE } from '../../balance/stick-table.js';
 import { duration, durationNode, flag, integer, kind, name, object, oneWordOf } from '../schema-nodes.js';
 import { asObject, asString, boolOr, intOr, oneOf, type Check, type TlsDraft } from './context.js';
 import { healthSchema, normaliseHealth } from './health.js';
@@ -57,6 +58,20 @@ export const poolSchema = object(
         DEFAULTS.leastTimeMeasure,
       ),
     }),
+    stick: object(
+      'Stick table (HAProxy "stick on src"): a client address keeps the server it was first balanced to while it has open ' +
+        'connections and for expire after its last one closes, whatever servers are added, re-weighted or removed; only its server ' +
+        'going down or being removed moves it. Shared by all workers. Absent: off.',
+      {
+        expire: duration('How long a client keeps its server after its last connection closes.', DEFAULTS.stickExpireMs),
+        size: integer(
+          `Most clients remembered (about 70 bytes each); when full, idle ones are forgotten oldest first. Default: ${DEFAULTS.stickSize}.`,
+          1,
+          MAX_STICK_SIZE,
+          DEFAULTS.stickSize,
+        ),
+      },
+    ),
     retries: integer(`How many further servers to try after a failed connect, 0 to 10. Default: ${DEFAULTS.retries}.`, 0, 10, DEFAULTS.retries),
     timeouts: object('Timeouts for connections to this pool\'s servers.', {
       connect: duration('How long a connect to a server may take before it counts as failed.', DEFAULTS.connectTimeoutMs),
@@ -153,6 +168,7 @@ export function normalisePools(check: Check, value: unknown, dns: PoolDns = { re
       proxyProtocol: oneOf(o.proxy_protocol, PROXY_PROTOCOL_VERSIONS, DEFAULTS.proxyProtocol),
       tls: normalisePoolTls(check, `${path}.tls`, o.tls),
       leastTime: { measure: oneOf(asObject(o.least_time)?.measure, LEAST_TIME_MEASURES, DEFAULTS.leastTimeMeasure) },
+      stick: normaliseStick(check, `${path}.stick`, o.stick),
     };
     if (pool.tls !== null) tls.push({ path: `${path}.tls`, model: pool.tls });
     pools.push(pool);
@@ -174,6 +190,13 @@ export function normalisePools(check: Check, value: unknown, dns: PoolDns = { re
     }
   };
   return { pools, names: namesComplete ? names : null, tls, settle };
+}
+
+/** `stick`: absent is off; `{}` takes the defaults. */
+function normaliseStick(check: Check, path: string, value: unknown): StickModel | null {
+  const o = asObject(value);
+  if (o === undefined) return null;
+  return { expireMs: check.timeout(`${path}.expire`, o.expire, DEFAULTS.stickExpireMs), size: intOr(o.size, DEFAULTS.stickSize) };
 }
 
 /** A pool's `servers:`; a name (by default the address as written) may appear once. */
