@@ -106,6 +106,8 @@ class Stream {
   }
   maybeReset() {
     if (this.h.mode === MODES.reset && this.check.bytes + this.sent >= this.h.faultAt && !this.raw.destroyed) {
+      // Reported on its own: the up direction may have been reported complete already.
+      report({ t: 'reset', id: this.h.id });
       this.finish('reset');
       this.raw.resetAndDestroy();
     }

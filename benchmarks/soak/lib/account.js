@@ -7,9 +7,11 @@ const CLEAN = new Set(['client_close', 'server_close']);
 export function account({ streams, reports, access, events, lb, durationS, seed, concurrency }) {
   const accepts = new Map();
   const ups = new Map();
+  const resets = new Set();
   for (const r of reports) {
     if (r.t === 'accept') accepts.set(r.id, [...(accepts.get(r.id) ?? []), r]);
     else if (r.t === 'up') ups.set(r.id, r);
+    else if (r.t === 'reset') resets.add(r.id);
   }
   const byClient = new Map();
   for (const a of access) {
@@ -74,7 +76,7 @@ export function account({ streams, reports, access, events, lb, durationS, seed,
       else if (s.listener !== 'pass' && (line.bytes_in !== 32 + s.up || line.bytes_out !== s.down)) finding('access_bytes_mismatch', s, line);
       continue;
     }
-    const cause = causeOf(s, server, events, acc, up);
+    const cause = causeOf(s, server, events, acc, up, resets);
     const key = cause ?? 'unexplained';
     failures[key] = (failures[key] ?? 0) + 1;
     const terms = (failureTerminations[key] ??= {});
@@ -120,7 +122,7 @@ export function account({ streams, reports, access, events, lb, durationS, seed,
 }
 
 /** The fault the harness made that explains a failed stream, or null. */
-function causeOf(s, server, events, acc, up) {
+function causeOf(s, server, events, acc, up, resets) {
   // The process that accepted the stream was killed after it started (the
   // client may have finished while its last bytes were still on their way),
   // or the server l4lb named was killed while the stream was open.
@@ -132,7 +134,7 @@ function causeOf(s, server, events, acc, up) {
   const hole = events.blackholes.find((h) => h.backend === server && h.from <= s.end + 500 && h.to >= s.start - 500);
   if (hole) return 'blackhole';
   // Planned faults count only where they happened: the backend reset, or stopped reading and the client gave up.
-  if (s.mode === 1 && up?.verdict === 'reset') return 'planned_reset';
+  if (s.mode === 1 && (up?.verdict === 'reset' || resets.has(s.id))) return 'planned_reset';
   // (a stall that the socket buffers hid from the client still leaves the backend without the FIN to report)
   if (s.mode === 2 && acc.length === 1 && (s.outcome === 'stalled' || (s.outcome === 'ok' && up === undefined))) return 'planned_stall';
   return null;
