@@ -131,8 +131,6 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
   #lastMoved = 0;
   /** A side has sent its FIN: inactivity is then bounded by FIN_TIMEOUT_MS. */
   #halfClosed = false;
-  /** The termination so far comes from a FIN only (a later reset of either side says more). */
-  #endedByFin = false;
 
   constructor(client: net.Socket, ctx: SessionContext) {
     this.#ctx = ctx;
@@ -401,25 +399,18 @@ export class Session implements ServerConnection, FrontOwner, UpstreamOwner {
 
   #onClientEnd = (): void => {
     this.#halfClosed = true;
-    if (this.#termination === undefined) {
-      this.#termination = 'client_close';
-      this.#endedByFin = true;
-    }
+    this.#termination ??= 'client_close';
   };
 
   #onBackendError = (): void => {
-    // A server that resets while the client waits for the rest of its reply
-    // broke the connection, although the client half-closed first.
-    if (this.#endedByFin && this.#termination === 'client_close') this.#termination = 'server_close';
+    // The first reason wins: a server that resets after the client's FIN is
+    // usually one closing a finished session (PostgreSQL after Terminate).
     this.#end('server_close');
   };
 
   #onBackendEnd = (): void => {
     this.#halfClosed = true;
-    if (this.#termination === undefined) {
-      this.#termination = 'server_close';
-      this.#endedByFin = true;
-    }
+    this.#termination ??= 'server_close';
   };
 
   #onClientClose = (hadError: boolean): void => {
