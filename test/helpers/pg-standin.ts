@@ -87,7 +87,7 @@ export async function startStandin(name: string, options: StandinOptions = {}): 
         serve(secure, true);
         return;
       }
-      if (code === CANCEL_REQUEST_CODE) {
+      if (code === CANCEL_REQUEST_CODE && length >= 16) {
         state.openings.push('cancel');
         state.cancels.push({ pid: buf.readInt32BE(8), secret: Buffer.from(buf.subarray(12, length)) });
         s.end();
