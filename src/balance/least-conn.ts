@@ -9,7 +9,7 @@
  * runs weighted round robin among the tied peers for the same reason).
  */
 
-import type { Candidate, Picker } from './picker.js';
+import { weightsOf, type Candidate, type Picker } from './picker.js';
 
 /**
  * Least connections picker. Weights are read when the picker is built;
@@ -27,14 +27,8 @@ export class LeastConnPicker<S extends Candidate = Candidate> implements Picker<
    */
   constructor(servers: readonly S[], random: () => number = Math.random) {
     this.#servers = servers.slice();
-    this.#weights = new Float64Array(this.#servers.length);
+    this.#weights = weightsOf(this.#servers);
     this.#random = random;
-    this.#servers.forEach((s, i) => {
-      if (!(s.weight > 0) || !Number.isFinite(s.weight)) {
-        throw new RangeError(`server ${s.name}: weight must be a finite number > 0, got ${s.weight}`);
-      }
-      this.#weights[i] = s.weight;
-    });
   }
 
   /** The least loaded server not in `exclude`; `key` is ignored. */

@@ -20,7 +20,7 @@
  * random choice, as least_conn does.
  */
 
-import type { Candidate, Picker } from './picker.js';
+import { weightsOf, type Candidate, type Picker } from './picker.js';
 
 /** Share of the way each new sample moves the average. */
 export const LEAST_TIME_ALPHA = 0.3;
@@ -67,14 +67,8 @@ export class LeastTimePicker<S extends Candidate = Candidate> implements Picker<
    */
   constructor(servers: readonly S[], random: () => number = Math.random) {
     this.#servers = servers.slice();
-    this.#weights = new Float64Array(this.#servers.length);
+    this.#weights = weightsOf(this.#servers);
     this.#random = random;
-    this.#servers.forEach((s, i) => {
-      if (!(s.weight > 0) || !Number.isFinite(s.weight)) {
-        throw new RangeError(`server ${s.name}: weight must be a finite number > 0, got ${s.weight}`);
-      }
-      this.#weights[i] = s.weight;
-    });
   }
 
   /** The server with the lowest (active + 1) × average ÷ weight, not in `exclude`; `key` is ignored. */

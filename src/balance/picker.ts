@@ -25,3 +25,16 @@ export interface Picker<S extends Candidate = Candidate> {
    */
   pick(key: string, exclude?: ReadonlySet<S>): S | undefined;
 }
+
+/** A server's weight, checked once for every picker. @throws RangeError when it is not a finite number > 0 */
+export function checkedWeight(s: Candidate): number {
+  if (!(s.weight > 0) || !Number.isFinite(s.weight)) throw new RangeError(`server ${s.name}: weight must be a finite number > 0, got ${s.weight}`);
+  return s.weight;
+}
+
+/** The servers' weights, in order, each checked by {@link checkedWeight}. */
+export function weightsOf(servers: readonly Candidate[]): Float64Array {
+  const weights = new Float64Array(servers.length);
+  servers.forEach((s, i) => (weights[i] = checkedWeight(s)));
+  return weights;
+}

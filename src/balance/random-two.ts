@@ -8,7 +8,7 @@
  * not chosen by everyone at once.
  */
 
-import type { Candidate, Picker } from './picker.js';
+import { checkedWeight, type Candidate, type Picker } from './picker.js';
 
 /**
  * Power of two choices picker. Weights are read when the picker is built;
@@ -35,10 +35,7 @@ export class RandomTwoPicker<S extends Candidate = Candidate> implements Picker<
     this.#random = random;
     let total = 0;
     this.#servers.forEach((s, i) => {
-      if (!(s.weight > 0) || !Number.isFinite(s.weight)) {
-        throw new RangeError(`server ${s.name}: weight must be a finite number > 0, got ${s.weight}`);
-      }
-      this.#weights[i] = s.weight;
+      this.#weights[i] = checkedWeight(s);
       total += s.weight;
       this.#ends[i] = total;
     });

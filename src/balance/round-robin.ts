@@ -22,7 +22,7 @@
  * after a failing one does not take twice its share.
  */
 
-import type { Candidate, Picker } from './picker.js';
+import { checkedWeight, type Candidate, type Picker } from './picker.js';
 
 /** Longest cycle computed: 16 KiB of indices, built in about a millisecond. */
 export const MAX_CYCLE = 4096;
@@ -89,11 +89,7 @@ export class RoundRobinPicker<S extends Candidate = Candidate> implements Picker
   constructor(servers: readonly S[], position: PositionCounter = new OwnCounter()) {
     this.#servers = servers.slice();
     this.#position = position;
-    for (const s of this.#servers) {
-      if (!(s.weight > 0) || !Number.isFinite(s.weight)) {
-        throw new RangeError(`server ${s.name}: weight must be a finite number > 0, got ${s.weight}`);
-      }
-    }
+    for (const s of this.#servers) checkedWeight(s);
     if (this.#servers.length > 0xffff) throw new RangeError('round_robin holds at most 65,535 servers');
     this.#cycle = this.#servers.length === 0 ? new Uint16Array(0) : smoothCycle(this.#servers.map((s) => s.weight));
   }

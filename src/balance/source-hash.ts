@@ -26,7 +26,7 @@
  */
 
 import { canonicalIp, mappedIpv4Start } from '../net/ip.js';
-import type { Candidate, Picker } from './picker.js';
+import { checkedWeight, type Candidate, type Picker } from './picker.js';
 
 // 32-bit hashing with Math.imul: no BigInt, no allocation, and identical
 // results on every platform (only 32-bit integer and IEEE double operations).
@@ -99,9 +99,7 @@ export class SourceHashPicker<S extends Candidate = Candidate> implements Picker
     this.#invWeights = new Float64Array(n);
     let uniform = true;
     this.#servers.forEach((s, i) => {
-      if (!(s.weight > 0) || !Number.isFinite(s.weight)) {
-        throw new RangeError(`server ${s.name}: weight must be a finite number > 0, got ${s.weight}`);
-      }
+      checkedWeight(s);
       this.#seedLo[i] = hash64(s.name, 0);
       this.#seedHi[i] = hashHigh;
       this.#invWeights[i] = 1 / s.weight;

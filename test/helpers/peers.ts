@@ -276,6 +276,16 @@ function installExitHook(): void {
   });
 }
 
+/** SIGKILL process group `pgid` when this process exits, unless {@link forgetGroupOnExit} came first. */
+export function killGroupOnExit(pgid: number): void {
+  installExitHook();
+  live.add(pgid);
+}
+
+export function forgetGroupOnExit(pgid: number): void {
+  live.delete(pgid);
+}
+
 /** Hard lifetime of a peer process: longer than tap's per-file timeout (180 s). */
 const DEFAULT_LIFETIME_S = 300;
 const MAX_OUTPUT_CHARS = 1_000_000;
@@ -341,8 +351,7 @@ function launch(bin: PeerBinary, port: number, options: StartOptions): RunningPe
       : [bin.path, options.args(dir)];
   // detached: the child leads its own process group, so the whole group can be killed.
   const child: ChildProcess = spawn(cmd, argv, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  installExitHook();
-  if (child.pid !== undefined) live.add(child.pid);
+  if (child.pid !== undefined) killGroupOnExit(child.pid);
   let out = '';
   let err = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => {
@@ -363,7 +372,7 @@ function launch(bin: PeerBinary, port: number, options: StartOptions): RunningPe
     });
   });
   exited.then(() => {
-    if (child.pid !== undefined) live.delete(child.pid);
+    if (child.pid !== undefined) forgetGroupOnExit(child.pid);
   });
 
   const readyTimeoutMs = options.readyTimeoutMs ?? 20_000;

@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import type { Test } from 'tap';
-import { freePort } from './peers.js';
+import { forgetGroupOnExit, freePort, killGroupOnExit } from './peers.js';
 
 export interface RedisServer {
   readonly host: string;
@@ -67,22 +67,6 @@ export function redisMissing(): string | null {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-const live = new Set<number>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const pgid of live) {
-      try {
-        process.kill(-pgid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  });
-}
-
 /** A RESP command: Redis reads any bytes in it as they are (a password with spaces too). */
 function command(...words: string[]): string {
   return `*${words.length}\r\n${words.map((w) => `$${Buffer.byteLength(w)}\r\n${w}\r\n`).join('')}`;
@@ -113,7 +97,6 @@ function pings(port: number, options: RedisOptions): Promise<boolean> {
 export async function startRedis(t: Test, options: RedisOptions = {}): Promise<RedisServer> {
   if (serverBin === null) throw new Error(redisMissing()!);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'l4lb-redis-'));
-  installExitHook();
   let server: RedisServer | undefined;
   t.teardown(async () => {
     await server?.stop();
@@ -159,7 +142,7 @@ function launch(bin: string, dir: string, port: number, options: RedisOptions): 
   const lifetime = String(options.lifetimeS ?? DEFAULT_LIFETIME_S);
   const argv = timeoutBin !== null ? [timeoutBin, '--kill-after=5', lifetime, bin, conf] : [bin, conf];
   const child: ChildProcess = spawn(argv[0]!, argv.slice(1), { cwd: dir, stdio: 'ignore', detached: true });
-  if (child.pid !== undefined) live.add(child.pid);
+  if (child.pid !== undefined) killGroupOnExit(child.pid);
   let finalLog: string | undefined;
   const log = (): string => {
     if (finalLog !== undefined) return finalLog;
@@ -216,7 +199,7 @@ function launch(bin: string, dir: string, port: number, options: RedisOptions): 
           await exited;
         }
       }
-      if (child.pid !== undefined) live.delete(child.pid);
+      if (child.pid !== undefined) forgetGroupOnExit(child.pid);
       finalLog = log();
     })());
   return {
